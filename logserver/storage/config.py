@@ -1,0 +1,23 @@
+"""Settings of the storage engine, independent of how they were given (flags, env, tests)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class FsyncPolicy(enum.Enum):
+    """When appended bytes are forced to disk; every mode hands them to the OS before answering."""
+
+    ALWAYS = "always"  # group commit: an append completes after its fsync
+    INTERVAL = "interval"  # a background task fsyncs dirty files every `fsync_interval_ms`
+    NEVER = "never"  # the OS decides; a process kill still loses nothing written
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: Path
+    fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    fsync_interval_ms: int = 200
+    segment_bytes: int = 64 * 1024 * 1024
