@@ -1,0 +1,62 @@
+"""GroupCommit: one flush for every caller that asked before it started.
+
+Callers take a ticket after changing state (`request`) and await it (`wait`).
+If no flush is running, one starts at once; callers arriving while it runs are
+covered by the next single flush. This is EventStoreDB's and NATS's group
+commit: under load one fsync serves a whole batch, idle it costs no delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+
+class GroupCommit:
+    def __init__(self, flush: Callable[[], Awaitable[None]]) -> None:
+        self._flush = flush
+        self.requested = 0
+        self.completed = 0
+        self.flushes = 0  # how many flushes ran; tests and metrics read it
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def request(self) -> int:
+        self.requested += 1
+        return self.requested
+
+    async def wait(self, ticket: int) -> None:
+        if ticket <= self.completed:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((ticket, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        await future
+
+    async def drain(self) -> None:
+        """Wait until everything requested so far is flushed."""
+        await self.wait(self.requested)
+
+    async def _run(self) -> None:
+        try:
+            while self._waiters:
+                target = self.requested
+                self.flushes += 1
+                try:
+                    await self._flush()
+                except Exception as exc:
+                    # Later waiters fail too: the owner rolls back state they depended on.
+                    waiters, self._waiters = self._waiters, deque()
+                    for _, future in waiters:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                self.completed = target
+                while self._waiters and self._waiters[0][0] <= target:
+                    _, future = self._waiters.popleft()
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._task = None

@@ -1,0 +1,172 @@
+"""Segment: one append-only JSON-lines file of records, plus its in-memory offsets.
+
+Like Kafka's LogSegment, a segment is named by the first sequence it holds
+(`00000000000000000001.log`) and knows where each of its records starts; the
+stream log above it decides when to roll. Offsets and per-record name ids live
+in `array`s (4 bytes each per record), never in Python objects per event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .atomic_file import write_all
+from .errors import StorageFull, StorageIOError
+from .record import check_line
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".idx"
+
+
+def segment_file_name(base: int, suffix: str = LOG_SUFFIX) -> str:
+    return f"{base:020d}{suffix}"
+
+
+def base_of(path: Path) -> int | None:
+    stem, suffix = path.stem, path.suffix
+    if suffix != LOG_SUFFIX or len(stem) != 20 or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+def storage_error(exc: OSError, what: str) -> StorageFull | StorageIOError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"{what}: disk full")
+    return StorageIOError(f"{what}: {os.strerror(exc.errno or 0)}")
+
+
+class Segment:
+    def __init__(self, path: Path, base: int) -> None:
+        self.path = path
+        self.base = base
+        self.size = 0
+        self.offsets = array("I")
+        self.name_ids = array("I")  # index into `names`, per record
+        self.names: list[str] = []
+        self._name_ids: dict[str, int] = {}
+        self._fd: int | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def end_sequence(self) -> int:
+        """The sequence the next record appended here would get."""
+        return self.base + len(self.offsets)
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def name_id(self, name: str) -> int:
+        found = self._name_ids.get(name)
+        if found is None:
+            found = self._name_ids[name] = len(self.names)
+            self.names.append(name)
+        return found
+
+    def set_names(self, names: list[str]) -> None:
+        self.names = names
+        self._name_ids = {name: i for i, name in enumerate(names)}
+
+    def append(self, line: bytes, event_name: str) -> None:
+        """Write one record; on failure the file is cut back so it ends with the last good one."""
+        try:
+            write_all(self.fd, line, self.size)
+        except OSError as exc:
+            # If even this fails, the next write starts at self.size and overwrites the remnant.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            raise storage_error(exc, "append") from exc
+        self.offsets.append(self.size)
+        self.name_ids.append(self.name_id(event_name))
+        self.size += len(line)
+
+    def record_end(self, index: int) -> int:
+        return self.offsets[index + 1] if index + 1 < len(self.offsets) else self.size
+
+    def read_line(self, index: int) -> bytes:
+        """The stored line of record `index`, newline included."""
+        start = self.offsets[index]
+        return os.pread(self.fd, self.record_end(index) - start, start)
+
+    def event_name(self, index: int) -> str:
+        return self.names[self.name_ids[index]]
+
+    def truncate_records(self, count: int) -> None:
+        """Forget records from `count` on, in memory and on disk (rollback after a failed fsync)."""
+        if count >= len(self.offsets):
+            return
+        new_size = self.offsets[count]
+        os.ftruncate(self.fd, new_size)
+        del self.offsets[count:]
+        del self.name_ids[count:]
+        self.size = new_size
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+
+@dataclass
+class ScanResult:
+    valid_end: int  # byte offset after the last good record
+    damage: str | None  # what was wrong at valid_end, if anything
+    damage_is_tail: bool  # True when no good record follows the damage
+
+
+def scan_records(segment: Segment, data: bytes, start: int) -> ScanResult:
+    """Verify records in `data[start:]`, appending good ones to `segment`'s arrays.
+
+    Stops at the first record that is torn, fails its checksum, does not parse or
+    is out of sequence, and reports whether any good record follows it: only
+    damage with nothing good after it is a torn tail that may be cut away.
+    """
+    view = memoryview(data)
+    pos = start
+    offsets, name_ids = segment.offsets, segment.name_ids
+    end = len(data)
+    damage: str | None = None
+    while pos < end:
+        newline = data.find(b"\n", pos)
+        if newline < 0:
+            damage = f"partial record of {end - pos} bytes without a newline"
+            break
+        line = view[pos:newline]
+        if not check_line(line):
+            damage = "record fails its checksum"
+            break
+        try:
+            fields: Any = orjson.loads(line)
+            sequence = fields["sequence"]
+            event_name = fields["event"]["name"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            damage = "record is not a valid event"
+            break
+        expected = segment.base + len(offsets)
+        if sequence != expected or not isinstance(event_name, str):
+            damage = f"record has sequence {sequence}, expected {expected}"
+            break
+        offsets.append(pos)
+        name_ids.append(segment.name_id(event_name))
+        pos = newline + 1
+    segment.size = pos
+    if damage is None:
+        return ScanResult(pos, None, True)
+    following = data[pos:].split(b"\n")[1:]
+    return ScanResult(pos, damage, not any(check_line(line) for line in following))

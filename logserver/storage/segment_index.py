@@ -1,0 +1,102 @@
+"""The persisted index of a sealed segment, so start-up reads arrays instead of every record.
+
+Format (little-endian):
+    b"LSIDX001" | u32 header length | header JSON {base, count, size, names, counts}
+    | offsets u32 x count | name ids u32 x count | per name: its sequences u64 x counts[i]
+    | u32 CRC-32 of everything before it
+A missing, short or checksum-failing index is not an error: the segment is
+rescanned (and its records verified) and the index written again.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from array import array
+from dataclasses import dataclass
+
+import orjson
+
+from .segment import Segment
+
+MAGIC = b"LSIDX001"
+_U32 = struct.Struct("<I")
+_NATIVE_IS_LITTLE = sys.byteorder == "little"
+
+
+def _to_le(arr: array[int]) -> bytes:
+    if _NATIVE_IS_LITTLE:
+        return arr.tobytes()
+    swapped = array(arr.typecode, arr)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def _from_le(typecode: str, data: bytes | memoryview) -> array[int]:
+    arr = array(typecode)
+    arr.frombytes(data)
+    if not _NATIVE_IS_LITTLE:
+        arr.byteswap()
+    return arr
+
+
+def encode_index(segment: Segment) -> bytes:
+    per_name: list[array[int]] = [array("Q") for _ in segment.names]
+    sequence = segment.base
+    for name_id in segment.name_ids:
+        per_name[name_id].append(sequence)
+        sequence += 1
+    header = orjson.dumps(
+        {
+            "base": segment.base,
+            "count": segment.count,
+            "size": segment.size,
+            "names": segment.names,
+            "counts": [len(seqs) for seqs in per_name],
+        }
+    )
+    parts = [MAGIC, _U32.pack(len(header)), header, _to_le(segment.offsets), _to_le(segment.name_ids)]
+    parts.extend(_to_le(seqs) for seqs in per_name)
+    body = b"".join(parts)
+    return body + _U32.pack(zlib.crc32(body))
+
+
+@dataclass
+class LoadedIndex:
+    offsets: array[int]
+    name_ids: array[int]
+    names: list[str]
+    name_sequences: list[array[int]]
+    size: int
+
+
+class IndexUnusable(ValueError):
+    pass
+
+
+def decode_index(data: bytes, base: int) -> LoadedIndex:
+    if len(data) < len(MAGIC) + 8 or not data.startswith(MAGIC):
+        raise IndexUnusable("bad magic or too short")
+    (crc,) = _U32.unpack_from(data, len(data) - 4)
+    view = memoryview(data)[:-4]
+    if zlib.crc32(view) != crc:
+        raise IndexUnusable("checksum mismatch")
+    (header_len,) = _U32.unpack_from(data, len(MAGIC))
+    pos = len(MAGIC) + 4
+    header = orjson.loads(view[pos : pos + header_len])
+    pos += header_len
+    if header["base"] != base:
+        raise IndexUnusable(f"index is for base {header['base']}, not {base}")
+    count = header["count"]
+    offsets = _from_le("I", view[pos : pos + 4 * count])
+    pos += 4 * count
+    name_ids = _from_le("I", view[pos : pos + 4 * count])
+    pos += 4 * count
+    sequences = []
+    for n in header["counts"]:
+        sequences.append(_from_le("Q", view[pos : pos + 8 * n]))
+        pos += 8 * n
+    if pos != len(view) or len(offsets) != count:
+        raise IndexUnusable("length mismatch")
+    return LoadedIndex(offsets, name_ids, list(header["names"]), sequences, header["size"])

@@ -1,0 +1,176 @@
+"""EventStore: the data directory as a set of streams; the only storage API the HTTP layer sees.
+
+Layout: `<data>/streams/<encoded name>/` per stream (see names.py). A stream is
+created complete or not at all: its directory is built under a temporary name
+(metadata, first segment), fsynced and renamed into place. A stream whose log
+is damaged before its tail is kept as a `CorruptStream`: the server runs, that
+stream answers StreamCorrupt until `logserver check --repair`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .atomic_file import fsync_directory
+from .config import FsyncPolicy, StorageConfig
+from .errors import StreamCorrupt, StreamLocked, StreamNotFound
+from .metadata import StreamMetadata
+from .names import check_name, check_stream_name, stream_dir_name, stream_name_from_dir
+from .segment import segment_file_name, storage_error
+from .stream_log import StreamLog, utc_now_rfc3339
+
+log = logging.getLogger("logserver.storage")
+
+STREAMS_DIR = "streams"
+_CREATING = ".creating-"
+
+
+@dataclass(frozen=True)
+class CorruptStream:
+    name: str
+    reason: str
+
+
+class EventStore:
+    def __init__(self, config: StorageConfig) -> None:
+        self.config = config
+        self.streams_dir = config.data_dir / STREAMS_DIR
+        self._streams: dict[str, StreamLog | CorruptStream] = {}
+        self._create_lock = asyncio.Lock()
+        self._sync_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, config: StorageConfig) -> EventStore:
+        """Open (and recover) every stream; returns when the store can serve."""
+        store = cls(config)
+        store.streams_dir.mkdir(parents=True, exist_ok=True)
+        for entry in sorted(store.streams_dir.iterdir()):
+            if entry.name.startswith("."):
+                if entry.name.startswith(_CREATING):  # an interrupted creation: never answered
+                    shutil.rmtree(entry, ignore_errors=True)
+                continue
+            if entry.is_dir():
+                store._open_stream(entry)
+        if config.fsync is FsyncPolicy.INTERVAL:
+            store._sync_task = asyncio.create_task(store._sync_every_interval())
+        return store
+
+    def _open_stream(self, directory: Path) -> None:
+        try:
+            stream = StreamLog.open(directory, self.config)
+        except StreamCorrupt as exc:
+            name = _name_of_damaged(directory)
+            if name is None:
+                log.error("stream directory %s is unreadable and its name unknown: %s", directory, exc)
+                return
+            log.error("stream %r refused: %s", name, exc)
+            self._streams[name] = CorruptStream(name, str(exc))
+            return
+        self._streams[stream.name] = stream
+
+    async def close(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        for stream in self._streams.values():
+            if isinstance(stream, StreamLog):
+                try:
+                    await stream.close()
+                except Exception:
+                    log.exception("stream %r did not close cleanly", stream.name)
+
+    async def _sync_every_interval(self) -> None:
+        interval = self.config.fsync_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            for stream in list(self._streams.values()):
+                if isinstance(stream, StreamLog):
+                    try:
+                        await stream.sync()
+                    except OSError as exc:
+                        log.error("stream %r: interval fsync failed: %s", stream.name, exc)
+
+    # ---- the three operations ------------------------------------------------------------------
+
+    def stream(self, name: str) -> StreamLog:
+        """The open stream called `name`; StreamNotFound or StreamCorrupt otherwise."""
+        found = self._streams.get(name)
+        if found is None:
+            raise StreamNotFound(f"stream '{name}' does not exist")
+        if isinstance(found, CorruptStream):
+            raise StreamCorrupt(f"stream '{name}' is damaged: {found.reason}")
+        return found
+
+    async def append(self, stream: str, producer_id: str, body: dict[str, Any]) -> str:
+        check_stream_name(stream)
+        check_name(body["event"]["name"], "event name")
+        found = self._streams.get(stream)
+        if found is None:
+            found = await self._create(stream, producer_id)
+        if isinstance(found, CorruptStream):
+            raise StreamCorrupt(f"stream '{stream}' is damaged: {found.reason}")
+        if found.owner != producer_id:
+            raise StreamLocked("Second writers not allowed")
+        return await found.append(producer_id, body)
+
+    async def read(self, stream: str, event_name: str, consumer_id: str, limit: int) -> bytes:
+        return self.stream(stream).read(event_name, consumer_id, limit)
+
+    async def ack(self, stream: str, consumer_id: str, event_id: str) -> None:
+        await self.stream(stream).ack(consumer_id, event_id)
+
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    def stream_names(self) -> list[str]:
+        return sorted(self._streams)
+
+    # ---- creation --------------------------------------------------------------------------------
+
+    async def _create(self, name: str, owner: str) -> StreamLog | CorruptStream:
+        async with self._create_lock:  # concurrent first appends: exactly one creates
+            found = self._streams.get(name)
+            if found is not None:
+                return found
+            directory = self.streams_dir / stream_dir_name(name)
+            metadata = StreamMetadata(name, owner, utc_now_rfc3339())
+            try:
+                await asyncio.to_thread(self._build_stream_dir, directory, metadata)
+                stream = await asyncio.to_thread(StreamLog.open, directory, self.config)
+            except OSError as exc:
+                raise storage_error(exc, "stream creation") from exc
+            self._streams[name] = stream
+            log.info("stream %r created by producer %r", name, owner)
+            return stream
+
+    def _build_stream_dir(self, directory: Path, metadata: StreamMetadata) -> None:
+        staging = self.streams_dir / f"{_CREATING}{secrets.token_hex(8)}"
+        staging.mkdir()
+        try:
+            metadata.save(staging)
+            os.close(os.open(staging / segment_file_name(1), os.O_WRONLY | os.O_CREAT, 0o644))
+            fsync_directory(staging)
+            os.rename(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        fsync_directory(self.streams_dir)
+
+
+def _name_of_damaged(directory: Path) -> str | None:
+    try:
+        return StreamMetadata.load(directory).name
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            return stream_name_from_dir(directory.name)
+        except UnicodeDecodeError:
+            return None

@@ -1,0 +1,404 @@
+"""StreamLog: one stream's segments, in-memory index, serialised writer and consumers.
+
+Appends are written with pwrite on the event loop (no thread hop per record),
+so every mode hands the bytes to the OS before answering. In `always` mode the
+append then waits for a group-commit fsync that runs in a thread; records
+become readable only once durable, like Kafka's high watermark. A failed fsync
+is never retried as if nothing happened (PostgreSQL's fsyncgate): the waiting
+appends fail and the next append first cuts the log back to its durable end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .atomic_file import fsync_directory, remove_temp_files, replace_atomically
+from .checkpoint import CHECKPOINT_FILE, ConsumerCheckpoint, ConsumerPosition
+from .config import FsyncPolicy, StorageConfig
+from .errors import EventNotFound, StorageError, StreamCorrupt
+from .event_id import MAX_SEQUENCE, format_event_id, parse_event_id
+from .group_commit import GroupCommit
+from .metadata import Epoch, StreamMetadata
+from .record import PREFIX_LEN, encode_record
+from .segment import (
+    INDEX_SUFFIX,
+    Segment,
+    base_of,
+    scan_records,
+    segment_file_name,
+    storage_error,
+)
+from .segment_index import IndexUnusable, LoadedIndex, decode_index, encode_index
+
+log = logging.getLogger("logserver.storage")
+
+_NO_ACKS: frozenset[int] = frozenset()
+
+
+def utc_now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def create_segment_file(directory: Path, base: int) -> Segment:
+    path = directory / segment_file_name(base)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    return Segment(path, base)
+
+
+class StreamLog:
+    def __init__(
+        self,
+        directory: Path,
+        metadata: StreamMetadata,
+        segments: list[Segment],
+        name_sequences: dict[str, array[int]],
+        checkpoint: ConsumerCheckpoint,
+        config: StorageConfig,
+    ) -> None:
+        self.directory = directory
+        self.metadata = metadata
+        self.checkpoint = checkpoint
+        self._segments = segments
+        self._bases = [s.base for s in segments]
+        self._name_sequences = name_sequences
+        self._policy = config.fsync
+        self._segment_bytes = config.segment_bytes
+        self._lock = asyncio.Lock()
+        self._commit = GroupCommit(self._fsync_active)
+        self._epoch: Epoch | None = None  # set when this process first appends
+        self.next_sequence = segments[-1].end_sequence
+        self.visible_end = self.next_sequence  # sequences below it may be read and acked
+        self._durable_end = self.next_sequence
+        self._failure: StorageError | None = None
+        self.unsynced = False  # written since the last fsync (interval mode)
+        self.last_append_at: str | None = None
+
+    # ---- opening and recovery -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, config: StorageConfig) -> StreamLog:
+        """Load a stream, verifying what start-up must: raises StreamCorrupt on mid-log damage."""
+        try:
+            metadata = StreamMetadata.load(directory)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StreamCorrupt(f"metadata unreadable: {exc}") from None
+        for leftover in remove_temp_files(directory):
+            log.warning("stream %r: removed leftover temp file %s", metadata.name, leftover.name)
+        paths = sorted((b, p) for p in directory.iterdir() if (b := base_of(p)) is not None)
+        if not paths:
+            create_segment_file(directory, 1)
+            fsync_directory(directory)
+            paths = [(1, directory / segment_file_name(1))]
+        segments: list[Segment] = []
+        name_sequences: dict[str, array[int]] = {}
+        for i, (base, path) in enumerate(paths):
+            if segments and base != segments[-1].end_sequence:
+                raise StreamCorrupt(
+                    f"segment {path.name} starts at {base}, "
+                    f"expected {segments[-1].end_sequence}: records are missing"
+                )
+            segment = Segment(path, base)
+            _load_segment(segment, name_sequences, is_last=i == len(paths) - 1, name=metadata.name)
+            segments.append(segment)
+        checkpoint = ConsumerCheckpoint.load(directory / CHECKPOINT_FILE, config.fsync is FsyncPolicy.ALWAYS)
+        stream = cls(directory, metadata, segments, name_sequences, checkpoint, config)
+        moved = checkpoint.clamp(stream.next_sequence - 1)
+        if moved:
+            log.warning("stream %r: %d consumer positions clamped to the log end", metadata.name, moved)
+        return stream
+
+    # ---- appending ----------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def owner(self) -> str:
+        return self.metadata.owner
+
+    async def append(self, producer_id: str, body: dict[str, Any]) -> str:
+        """Append one event; returns its id once it is as durable as the fsync policy promises."""
+        event_name: str = body["event"]["name"]
+        async with self._lock:
+            if self._failure is not None:
+                await self._roll_back_to_durable()
+            if self._epoch is None:
+                await self._start_epoch()
+            assert self._epoch is not None
+            if self._segments[-1].size >= self._segment_bytes:
+                await self._roll()
+            sequence = self.next_sequence
+            if sequence > MAX_SEQUENCE:
+                raise StorageError("stream is full: sequence space exhausted")
+            event_id = format_event_id(self._epoch.prefix, sequence)
+            received_at = utc_now_rfc3339()
+            line = encode_record(
+                {
+                    "eventId": event_id,
+                    "stream": self.metadata.name,
+                    "sequence": sequence,
+                    "producerId": producer_id,
+                    "receivedAt": received_at,
+                },
+                body,
+            )
+            self._segments[-1].append(line, event_name)
+            self._name_sequences.setdefault(event_name, array("Q")).append(sequence)
+            self.next_sequence = sequence + 1
+            self.last_append_at = received_at
+            if self._policy is not FsyncPolicy.ALWAYS:
+                self.visible_end = self._durable_end = self.next_sequence
+                self.unsynced = True
+                return event_id
+            ticket = self._commit.request()
+        await self._commit.wait(ticket)
+        return event_id
+
+    async def _fsync_active(self) -> None:
+        active, end = self._segments[-1], self.next_sequence
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, active.fsync)
+        except OSError as exc:
+            self._failure = storage_error(exc, "fsync")
+            log.error("stream %r: fsync failed (%s); failing pending appends", self.name, exc)
+            raise self._failure from exc
+        self._durable_end = max(self._durable_end, end)
+        self.visible_end = self._durable_end
+
+    async def _roll_back_to_durable(self) -> None:
+        """After a failed fsync: forget every record not known durable, then fsync the cut."""
+        active = self._segments[-1]
+        lost = self.next_sequence - self._durable_end
+        active.truncate_records(self._durable_end - active.base)
+        for sequences in self._name_sequences.values():
+            while sequences and sequences[-1] >= self._durable_end:
+                sequences.pop()
+        self.next_sequence = self._durable_end
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, active.fsync)
+        except OSError as exc:
+            raise storage_error(exc, "fsync after rollback") from exc
+        log.warning("stream %r: rolled back %d unconfirmed records after fsync failure", self.name, lost)
+        self._failure = None
+
+    async def _start_epoch(self) -> None:
+        used = {e.prefix for e in self.metadata.epochs}
+        prefix = secrets.randbits(64)
+        while prefix in used:
+            prefix = secrets.randbits(64)
+        epoch = Epoch(prefix, self.next_sequence)
+        self.metadata.epochs.append(epoch)
+        try:
+            await asyncio.to_thread(self.metadata.save, self.directory)
+        except OSError as exc:
+            self.metadata.epochs.pop()
+            raise storage_error(exc, "metadata write") from exc
+        self._epoch = epoch
+
+    async def _roll(self) -> None:
+        """Seal the active segment (fsync, persist its index) and start a new one."""
+        if self._policy is FsyncPolicy.ALWAYS:
+            await self._commit.drain()
+        old = self._segments[-1]
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, old.fsync)
+            new = create_segment_file(self.directory, self.next_sequence)
+            await loop.run_in_executor(None, fsync_directory, self.directory)
+        except OSError as exc:
+            raise storage_error(exc, "segment roll") from exc
+        self._segments.append(new)
+        self._bases.append(new.base)
+        index = encode_index(old)
+        try:
+            await asyncio.to_thread(replace_atomically, old.path.with_suffix(INDEX_SUFFIX), index)
+        except OSError as exc:
+            log.warning(
+                "stream %r: index of %s not written (%s); rebuilt at start", self.name, old.path.name, exc
+            )
+
+    # ---- reading and acknowledging ------------------------------------------------------------
+
+    def _segment_for(self, sequence: int) -> Segment:
+        return self._segments[bisect_right(self._bases, sequence) - 1]
+
+    def read_line(self, sequence: int) -> bytes:
+        segment = self._segment_for(sequence)
+        return segment.read_line(sequence - segment.base)
+
+    def read(self, event_name: str, consumer_id: str, limit: int) -> bytes:
+        """The next `limit` unacknowledged events of that name as a JSON array, from stored bytes."""
+        sequences = self._name_sequences.get(event_name)
+        if not sequences:
+            return b"[]"
+        entry = self.checkpoint.get(consumer_id, event_name)
+        after, acked = (entry.position, entry.acked) if entry else (0, _NO_ACKS)
+        parts: list[bytes | memoryview] = []
+        for sequence in self._unacked(sequences, after, acked):
+            if len(parts) >= 2 * limit:
+                break
+            parts.append(b",{")
+            parts.append(memoryview(self.read_line(sequence))[PREFIX_LEN:-1])
+        if not parts:
+            return b"[]"
+        parts[0] = b"[{"
+        parts.append(b"]")
+        return b"".join(parts)
+
+    def _unacked(self, sequences: array[int], after: int, acked: set[int] | frozenset[int]) -> Iterator[int]:
+        end = self.visible_end
+        for i in range(bisect_right(sequences, after), len(sequences)):
+            sequence = sequences[i]
+            if sequence >= end:
+                return
+            if sequence not in acked:
+                yield sequence
+
+    def resolve(self, event_id: str) -> int:
+        """The sequence an event id of this stream names; EventNotFound otherwise."""
+        parsed = parse_event_id(event_id)
+        if parsed is not None:
+            prefix, sequence = parsed
+            bounds = self.metadata.epoch_range(prefix)
+            first = max(bounds[0], self._segments[0].base) if bounds else 0
+            if bounds is not None and first <= sequence < min(bounds[1], self.visible_end):
+                return sequence
+        raise EventNotFound(f"event '{event_id}' does not exist in stream '{self.name}'")
+
+    def event_name(self, sequence: int) -> str:
+        segment = self._segment_for(sequence)
+        return segment.event_name(sequence - segment.base)
+
+    async def ack(self, consumer_id: str, event_id: str) -> None:
+        """Record an acknowledgement; idempotent, and durable per the policy when it returns."""
+        sequence = self.resolve(event_id)
+        event_name = self.event_name(sequence)
+        entry = self.checkpoint.get_or_create(consumer_id, event_name)
+        commit = self.checkpoint.commit
+        if sequence > entry.position and sequence not in entry.acked:
+            entry.acked.add(sequence)
+            self._advance(entry, event_name)
+            ticket = commit.request()
+        else:
+            ticket = commit.requested  # a repeated ack waits for the first one's write
+        await commit.wait(ticket)
+
+    def _advance(self, entry: ConsumerPosition, event_name: str) -> None:
+        sequences = self._name_sequences[event_name]
+        i = bisect_right(sequences, entry.position)
+        while i < len(sequences) and sequences[i] in entry.acked:
+            entry.acked.remove(sequences[i])
+            entry.position = sequences[i]
+            i += 1
+
+    # ---- syncing and closing ------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """fsync what was written without one (interval mode's tick)."""
+        loop = asyncio.get_running_loop()
+        if self.unsynced:
+            self.unsynced = False
+            await loop.run_in_executor(None, self._segments[-1].fsync)
+        if self.checkpoint.unsynced:
+            await loop.run_in_executor(None, self.checkpoint.sync)
+
+    async def close(self) -> None:
+        """Flush everything, persist the active segment's index (a clean-shutdown hint), close files."""
+        async with self._lock:
+            await self._commit.drain()
+            await self.checkpoint.commit.drain()
+            active = self._segments[-1]
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, active.fsync)
+            await loop.run_in_executor(None, self.checkpoint.sync)
+            if active.count:
+                index = encode_index(active)
+                await asyncio.to_thread(replace_atomically, active.path.with_suffix(INDEX_SUFFIX), index)
+            for segment in self._segments:
+                segment.close()
+
+    # ---- facts for listings and tests ---------------------------------------------------------
+
+    @property
+    def segments(self) -> list[Segment]:
+        return self._segments
+
+    @property
+    def fsync_count(self) -> int:
+        return self._commit.flushes
+
+    def event_count(self) -> int:
+        return self.next_sequence - self._segments[0].base
+
+
+def _load_segment(segment: Segment, name_sequences: dict[str, array[int]], is_last: bool, name: str) -> None:
+    """Fill a segment's arrays from its persisted index, scanning only what the index lacks.
+
+    A sealed segment must match its index or scan clean; the last segment may
+    have a torn tail, which is cut away and logged.
+    """
+    file_size = segment.path.stat().st_size
+    index = _try_index(segment)
+    if index is not None and (index.size == file_size or (is_last and index.size < file_size)):
+        segment.offsets, segment.name_ids, segment.size = index.offsets, index.name_ids, index.size
+        segment.set_names(index.names)
+        for event_name, sequences in zip(index.names, index.name_sequences, strict=True):
+            name_sequences.setdefault(event_name, array("Q")).extend(sequences)
+        start = index.size
+    else:
+        start = 0
+    if start == file_size:
+        return
+    with open(segment.path, "rb") as f:
+        f.seek(start)
+        data = f.read()
+    first_new = segment.count
+    result = scan_records(segment, data, start)
+    for i in range(first_new, segment.count):
+        name_sequences.setdefault(segment.event_name(i), array("Q")).append(segment.base + i)
+    if result.damage is None:
+        if not is_last:
+            _write_index(segment, name)
+        return
+    where = f"{segment.path.name} at byte {result.valid_end}"
+    if not is_last or not result.damage_is_tail:
+        raise StreamCorrupt(
+            f"damage before the end of the log in {where}: {result.damage}; "
+            "run 'logserver check --repair' to truncate it"
+        )
+    dropped = file_size - result.valid_end
+    log.warning("stream %r: cut torn tail of %s: %s (%d bytes dropped)", name, where, result.damage, dropped)
+    os.truncate(segment.path, result.valid_end)
+    fd = os.open(segment.path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _try_index(segment: Segment) -> LoadedIndex | None:
+    path = segment.path.with_suffix(INDEX_SUFFIX)
+    try:
+        return decode_index(path.read_bytes(), segment.base)
+    except FileNotFoundError:
+        return None
+    except (IndexUnusable, ValueError, KeyError, TypeError, OSError) as exc:
+        log.warning("index %s unusable (%s); rescanning the segment", path, exc)
+        return None
+
+
+def _write_index(segment: Segment, name: str) -> None:
+    try:
+        replace_atomically(segment.path.with_suffix(INDEX_SUFFIX), encode_index(segment))
+    except OSError as exc:
+        log.warning("stream %r: could not write index of %s: %s", name, segment.path.name, exc)
