@@ -50,7 +50,7 @@ def utc_now_rfc3339() -> str:
 
 def create_segment_file(directory: Path, base: int) -> Segment:
     path = directory / segment_file_name(base)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))  # no O_EXCL: a failed roll may be retried
     return Segment(path, base)
 
 

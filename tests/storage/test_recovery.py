@@ -1,0 +1,159 @@
+"""Damaged files at start-up: torn tails are cut and logged, earlier damage refuses the stream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logserver.storage import EventStore, StorageConfig
+from logserver.storage.errors import StreamCorrupt
+
+Reader = Callable[..., Awaitable[list[dict[str, Any]]]]
+STREAM = "orders"
+
+
+async def fill(config: StorageConfig, event: Callable[..., dict[str, Any]], count: int) -> tuple[list[str], Path]:
+    store = await EventStore.open(config)
+    ids = [await store.append(STREAM, "p", event(i=i)) for i in range(count)]
+    await store.ack(STREAM, "c", ids[-1])  # acked above the position: clamped if the tail goes
+    directory = store.stream(STREAM).directory
+    await store.close()
+    for idx in directory.glob("*.idx"):  # a crash leaves no clean-shutdown index for the active segment
+        if idx.with_suffix(".log") == max(directory.glob("*.log")):
+            idx.unlink()
+    return ids, directory
+
+
+def active_segment(directory: Path) -> Path:
+    return max(directory.glob("*.log"))
+
+
+async def ids_after_reopen(config: StorageConfig, read_events: Reader) -> list[str]:
+    store = await EventStore.open(config)
+    try:
+        return [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "reader")]
+    finally:
+        await store.close()
+
+
+TAILS: dict[str, Callable[[bytes], bytes]] = {
+    "torn record": lambda data: data[:-25],
+    "zero-filled tail": lambda data: data + b"\x00" * 700,
+    "garbage tail": lambda data: data + b"\x8f\x01garbage{not json\n\xff\xfe",
+    "partial line appended": lambda data: data + b'{"_crc":"0000',
+    "checksum fails on last record": lambda data: data[:-10] + b"X" + data[-9:],
+}
+
+
+@pytest.mark.parametrize("damage", list(TAILS))
+async def test_damaged_tail_is_cut_and_logged(
+    config: StorageConfig,
+    event: Callable[..., dict[str, Any]],
+    read_events: Reader,
+    damage: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ids, directory = await fill(config, event, 20)
+    segment = active_segment(directory)
+    segment.write_bytes(TAILS[damage](segment.read_bytes()))
+    caplog.set_level(logging.WARNING, logger="logserver.storage")
+    survivors = await ids_after_reopen(config, read_events)
+    lost_last = damage in ("torn record", "checksum fails on last record")
+    assert survivors == (ids[:-1] if lost_last else ids)
+    assert "torn tail" in caplog.text
+    if lost_last:
+        assert "clamped" in caplog.text  # the ack of the vanished record was pulled back
+    # the stream keeps working after the cut: new appends follow the survivors
+    store = await EventStore.open(config)
+    try:
+        new_id = await store.append(STREAM, "p", event())
+        assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "r2")] == [*survivors, new_id]
+    finally:
+        await store.close()
+
+
+async def test_damage_before_the_tail_of_the_active_segment_refuses_the_stream(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, directory = await fill(config, event, 20)
+    segment = active_segment(directory)
+    data = bytearray(segment.read_bytes())
+    data[40] ^= 0x01  # a flipped bit in the first record, good records after it
+    segment.write_bytes(bytes(data))
+    before = segment.stat().st_size
+    store = await EventStore.open(config)
+    try:
+        with pytest.raises(StreamCorrupt, match="check --repair"):
+            store.stream(STREAM)
+        with pytest.raises(StreamCorrupt):
+            await store.append(STREAM, "p", event())
+        assert segment.stat().st_size == before  # nothing silently dropped
+        await store.append("healthy stream", "p", event())  # the rest of the server works
+    finally:
+        await store.close()
+
+
+async def test_flipped_byte_in_a_sealed_segment_without_index_refuses_the_stream(
+    config: StorageConfig, event: Callable[..., dict[str, Any]]
+) -> None:
+    _, directory = await fill(config, event, 40)
+    first = min(directory.glob("*.log"))
+    first.with_suffix(".idx").unlink()  # forces the rescan that finds the damage
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    first.write_bytes(bytes(data))
+    store = await EventStore.open(config)
+    try:
+        with pytest.raises(StreamCorrupt):
+            store.stream(STREAM)
+    finally:
+        await store.close()
+
+
+async def test_truncated_sealed_segment_refuses_the_stream(
+    config: StorageConfig, event: Callable[..., dict[str, Any]]
+) -> None:
+    _, directory = await fill(config, event, 40)
+    first = min(directory.glob("*.log"))
+    first.write_bytes(first.read_bytes()[:-30])
+    store = await EventStore.open(config)
+    try:
+        with pytest.raises(StreamCorrupt):
+            store.stream(STREAM)
+    finally:
+        await store.close()
+
+
+async def test_missing_sealed_segment_refuses_the_stream(
+    config: StorageConfig, event: Callable[..., dict[str, Any]]
+) -> None:
+    _, directory = await fill(config, event, 40)
+    sorted(directory.glob("*.log"))[1].unlink()
+    store = await EventStore.open(config)
+    try:
+        with pytest.raises(StreamCorrupt, match="records are missing"):
+            store.stream(STREAM)
+    finally:
+        await store.close()
+
+
+async def test_leftover_temp_files_and_half_created_streams_are_ignored(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    ids, directory = await fill(config, event, 5)
+    (directory / ".consumers.json.tmp").write_bytes(b'{"half written')
+    (directory / ".meta.json.tmp").write_bytes(b"")
+    half = directory.parent / ".creating-0123456789abcdef"
+    half.mkdir()
+    (half / "meta.json").write_bytes(b"{")
+    store = await EventStore.open(config)
+    try:
+        assert store.stream_names() == [STREAM]
+        assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")] == ids[:-1]
+        assert not half.exists() and not (directory / ".consumers.json.tmp").exists()
+    finally:
+        await store.close()

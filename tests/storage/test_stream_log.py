@@ -1,0 +1,202 @@
+"""Appends, reads, acks and reopening through EventStore, on real files."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from logserver.storage import EventStore, FsyncPolicy, StorageConfig
+from logserver.storage.errors import EventNotFound, StreamLocked, StreamNotFound
+from logserver.storage.segment import Segment
+
+Reader = Callable[..., Awaitable[list[dict[str, Any]]]]
+STREAM = "Codello Newsletter Subscriptions"
+
+
+async def test_append_returns_ids_and_read_returns_bodies_with_server_fields(
+    store: EventStore, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    body = event("Webshop order was placed", order=7) | {"extra": [1, 2], "sequence": "client's"}
+    event_id = await store.append(STREAM, "producer-1", body)
+    [got] = await read_events(store, STREAM, "Webshop order was placed", "c1")
+    assert got["eventId"] == event_id
+    assert got["sequence"] == 1  # server fields win over the body's
+    assert got["stream"] == STREAM and got["producerId"] == "producer-1"
+    assert got["receivedAt"].endswith("Z") and len(got["receivedAt"]) == 27
+    assert got["payload"] == {"order": 7} and got["extra"] == [1, 2]
+    assert "_crc" not in got
+
+
+async def test_reads_filter_by_name_in_append_order_and_respect_limit(
+    store: EventStore, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    for i in range(30):
+        await store.append(STREAM, "p", event("A" if i % 3 else "B", i=i))
+    got = await read_events(store, STREAM, "A", "c1", limit=5)
+    assert [e["payload"]["i"] for e in got] == [1, 2, 4, 5, 7]
+    assert len(store.stream(STREAM).segments) > 2  # the tiny segment size made it roll
+    everything = await read_events(store, STREAM, "A", "c1")
+    assert [e["payload"]["i"] for e in everything] == [i for i in range(30) if i % 3]
+    assert await read_events(store, STREAM, "never appended", "c1") == []
+
+
+async def test_unacked_events_come_back_and_acks_advance_per_consumer(
+    store: EventStore, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    ids = [await store.append(STREAM, "p", event("A", i=i)) for i in range(6)]
+    first = await read_events(store, STREAM, "A", "c1", limit=2)
+    assert [e["eventId"] for e in first] == ids[:2]
+    assert await read_events(store, STREAM, "A", "c1", limit=2) == first  # at-least-once
+    await store.ack(STREAM, "c1", ids[0])
+    await store.ack(STREAM, "c1", ids[0])  # idempotent
+    assert [e["eventId"] for e in await read_events(store, STREAM, "A", "c1", limit=2)] == ids[1:3]
+    # out of order: 3 and 4 acked while 1 is not; reads skip them but never skip 1
+    await store.ack(STREAM, "c1", ids[3])
+    await store.ack(STREAM, "c1", ids[4])
+    assert [e["eventId"] for e in await read_events(store, STREAM, "A", "c1")] == [ids[1], ids[2], ids[5]]
+    position = store.stream(STREAM).checkpoint.get("c1", "A")
+    assert position is not None and position.position == 1 and position.acked == {4, 5}
+    await store.ack(STREAM, "c1", ids[1])
+    await store.ack(STREAM, "c1", ids[2])
+    assert position.position == 5 and position.acked == set()  # the contiguous prefix moved over 4, 5
+    # another consumer is untouched
+    assert [e["eventId"] for e in await read_events(store, STREAM, "A", "c2")] == ids
+
+
+async def test_positions_are_per_event_name(
+    store: EventStore, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    a = await store.append(STREAM, "p", event("A"))
+    b = await store.append(STREAM, "p", event("B"))
+    await store.ack(STREAM, "c", b)
+    assert [e["eventId"] for e in await read_events(store, STREAM, "A", "c")] == [a]
+    assert await read_events(store, STREAM, "B", "c") == []
+
+
+async def test_ack_of_unknown_or_foreign_ids_is_event_not_found(
+    store: EventStore, event: Callable[..., dict[str, Any]]
+) -> None:
+    mine = await store.append(STREAM, "p", event())
+    other = await store.append("other stream", "p", event())
+    for bad in [other, "not-an-id", "00000000-0000-8000-8000-000000000001", mine[:-1] + "9"]:
+        with pytest.raises(EventNotFound):
+            await store.ack(STREAM, "c", bad)
+    with pytest.raises(StreamNotFound):
+        await store.ack("no such stream", "c", mine)
+    with pytest.raises(StreamNotFound):
+        await store.read("no such stream", "A", "c", 1)
+
+
+async def test_second_writer_is_locked_and_race_has_one_winner(
+    store: EventStore, event: Callable[..., dict[str, Any]]
+) -> None:
+    results = await asyncio.gather(
+        *(store.append("raced", f"producer-{i}", event()) for i in range(50)), return_exceptions=True
+    )
+    winners = [r for r in results if isinstance(r, str)]
+    assert len(winners) == 1
+    assert all(isinstance(r, StreamLocked) for r in results if not isinstance(r, str))
+    assert store.stream("raced").owner == f"producer-{results.index(winners[0])}"
+
+
+async def test_everything_survives_reopen(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    store = await EventStore.open(config)
+    ids = [await store.append(STREAM, "owner", event("A" if i % 2 else "B", i=i)) for i in range(40)]
+    await store.ack(STREAM, "c1", ids[1])
+    await store.ack(STREAM, "c1", ids[5])  # out of order, above the position
+    await store.close()
+
+    store = await EventStore.open(config)
+    try:
+        got = await read_events(store, STREAM, "A", "c1")
+        assert [e["eventId"] for e in got] == [ids[i] for i in range(3, 40, 2) if i != 5]
+        with pytest.raises(StreamLocked):
+            await store.append(STREAM, "intruder", event())
+        new_id = await store.append(STREAM, "owner", event("A"))
+        assert new_id not in ids
+        assert (await read_events(store, STREAM, "A", "c1"))[-1]["sequence"] == 41
+        await store.ack(STREAM, "c1", ids[3])  # ids of the previous epoch still resolve
+        assert store.stream(STREAM).checkpoint.get("c1", "A").position == 6  # type: ignore[union-attr]
+    finally:
+        await store.close()
+
+
+async def test_start_up_uses_persisted_indexes_and_rebuilds_missing_ones(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    store = await EventStore.open(config)
+    ids = [await store.append(STREAM, "p", event("A", i=i)) for i in range(50)]
+    stream_dir = store.stream(STREAM).directory
+    await store.close()
+    indexes = sorted(stream_dir.glob("*.idx"))
+    assert len(indexes) == len(list(stream_dir.glob("*.log")))  # sealed ones plus the clean-shutdown one
+    indexes[1].unlink()
+    indexes[2].write_bytes(indexes[2].read_bytes()[:-7])  # truncated index: unusable, rebuilt
+    store = await EventStore.open(config)
+    try:
+        assert [e["eventId"] for e in await read_events(store, STREAM, "A", "c")] == ids
+        assert indexes[1].exists()
+    finally:
+        await store.close()
+
+
+async def test_fsync_always_answers_only_after_a_covering_fsync(
+    store: EventStore, event: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: dict[Path, int] = {}
+    real_fsync = Segment.fsync
+
+    def recording_fsync(self: Segment) -> None:
+        size = self.size  # everything written before the fsync starts is covered by it
+        real_fsync(self)
+        synced[self.path] = max(synced.get(self.path, 0), size)
+
+    monkeypatch.setattr(Segment, "fsync", recording_fsync)
+
+    async def append_and_check(i: int) -> None:
+        await store.append(STREAM, "p", event(i=i))
+        stream = store.stream(STREAM)
+        sequence = [s for s in range(1, stream.next_sequence) if orjson.loads(stream.read_line(s))["payload"] == {"i": i}][0]
+        segment = next(s for s in reversed(stream.segments) if s.base <= sequence)
+        assert synced.get(segment.path, 0) >= segment.record_end(sequence - segment.base)
+
+    await asyncio.gather(*(append_and_check(i) for i in range(40)))
+
+
+async def test_group_commit_shares_fsyncs_between_concurrent_appends(
+    tmp_path: Path, event: Callable[..., dict[str, Any]]
+) -> None:
+    store = await EventStore.open(StorageConfig(tmp_path, segment_bytes=1 << 30))
+    try:
+        await store.append(STREAM, "p", event())
+        before = store.stream(STREAM).fsync_count
+        await asyncio.gather(*(store.append(STREAM, "p", event(i=i)) for i in range(500)))
+        fsyncs = store.stream(STREAM).fsync_count - before
+        assert 1 <= fsyncs <= 50, fsyncs  # 500 appends, a handful of batches
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("policy", [FsyncPolicy.NEVER, FsyncPolicy.INTERVAL])
+async def test_lazy_policies_append_and_survive_reopen(
+    tmp_path: Path, policy: FsyncPolicy, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    config = StorageConfig(tmp_path, fsync=policy, fsync_interval_ms=5, segment_bytes=2048)
+    store = await EventStore.open(config)
+    ids = [await store.append(STREAM, "p", event(i=i)) for i in range(30)]
+    await store.ack(STREAM, "c", ids[0])
+    await asyncio.sleep(0.02)  # let the interval task run at least once
+    assert store.stream(STREAM).fsync_count == 0  # no per-append fsync in these modes
+    await store.close()
+    store = await EventStore.open(config)
+    try:
+        assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")] == ids[1:]
+    finally:
+        await store.close()
