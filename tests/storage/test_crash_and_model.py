@@ -34,8 +34,8 @@ CHILD = textwrap.dedent(
         store = await EventStore.open(config)
         i = 0
         while True:
-            batch = [store.append("crash", "p", {"event": {"name": "N", "version": 1}, "payload": {"i": i + k}})
-                     for k in range(8)]
+            body = {"event": {"name": "N", "version": 1}}
+            batch = [store.append("crash", "p", body | {"payload": {"i": i + k}}) for k in range(8)]
             for event_id in await asyncio.gather(*batch):
                 print("appended", event_id, flush=True)
             await store.ack("crash", "c", event_id)
@@ -49,9 +49,7 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("policy", ["always", "interval", "never"])
 @pytest.mark.parametrize("delay", [0.3, 0.8])
-async def test_kill_9_loses_nothing_that_was_reported_done(
-    tmp_path: Path, policy: str, delay: float
-) -> None:
+async def test_kill_9_loses_nothing_that_was_reported_done(tmp_path: Path, policy: str, delay: float) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(tmp_path), policy], stdout=subprocess.PIPE, text=True
     )
@@ -111,7 +109,11 @@ class EngineMatchesModel(RuleBasedStateMachine):
         body = {"event": {"name": name, "version": 1}, "payload": {"pad": "x" * size}}
         self.events.append((self.run(self.store.append("s", "p", body)), name))
 
-    @rule(consumer=st.sampled_from(["c1", "c2"]), name=st.sampled_from(["A", "B", "C d"]), limit=st.integers(1, 6))
+    @rule(
+        consumer=st.sampled_from(["c1", "c2"]),
+        name=st.sampled_from(["A", "B", "C d"]),
+        limit=st.integers(1, 6),
+    )
     def read(self, consumer: str, name: str, limit: int) -> None:
         if not self.events:
             return

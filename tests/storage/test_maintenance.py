@@ -14,7 +14,9 @@ Reader = Callable[..., Awaitable[list[dict[str, Any]]]]
 STREAM = "orders"
 
 
-async def filled(config: StorageConfig, event: Callable[..., dict[str, Any]], count: int) -> tuple[list[str], Path]:
+async def filled(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], count: int
+) -> tuple[list[str], Path]:
     store = await EventStore.open(config)
     ids = [await store.append(STREAM, "p", event(i=i)) for i in range(count)]
     directory = store.stream(STREAM).directory
@@ -22,7 +24,9 @@ async def filled(config: StorageConfig, event: Callable[..., dict[str, Any]], co
     return ids, directory
 
 
-async def test_check_passes_a_healthy_dir(config: StorageConfig, event: Callable[..., dict[str, Any]]) -> None:
+async def test_check_passes_a_healthy_dir(
+    config: StorageConfig, event: Callable[..., dict[str, Any]]
+) -> None:
     await filled(config, event, 40)
     [report] = check_data_dir(config.data_dir)
     assert report.problems == [] and report.events == 40 and report.segments > 3
@@ -98,7 +102,9 @@ async def test_backup_while_appending_holds_everything_answered_before_it_began(
     try:
         got = [e["eventId"] for e in await read_events(restored, STREAM, "OrderPlaced", "other")]
         assert got[: len(before_copy)] == before_copy
-        assert answered[0] not in [e["eventId"] for e in await read_events(restored, STREAM, "OrderPlaced", "c")]
+        assert answered[0] not in [
+            e["eventId"] for e in await read_events(restored, STREAM, "OrderPlaced", "c")
+        ]
         new_id = await restored.append(STREAM, "p", event())
         assert new_id not in got  # a new epoch: the restored copy never reissues an id
     finally:

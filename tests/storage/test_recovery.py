@@ -16,7 +16,9 @@ Reader = Callable[..., Awaitable[list[dict[str, Any]]]]
 STREAM = "orders"
 
 
-async def fill(config: StorageConfig, event: Callable[..., dict[str, Any]], count: int) -> tuple[list[str], Path]:
+async def fill(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], count: int
+) -> tuple[list[str], Path]:
     store = await EventStore.open(config)
     ids = [await store.append(STREAM, "p", event(i=i)) for i in range(count)]
     await store.ack(STREAM, "c", ids[-1])  # acked above the position: clamped if the tail goes
@@ -71,7 +73,10 @@ async def test_damaged_tail_is_cut_and_logged(
     store = await EventStore.open(config)
     try:
         new_id = await store.append(STREAM, "p", event())
-        assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "r2")] == [*survivors, new_id]
+        assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "r2")] == [
+            *survivors,
+            new_id,
+        ]
     finally:
         await store.close()
 

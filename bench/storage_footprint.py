@@ -1,0 +1,172 @@
+"""Memory per stored event and start-up time for a data dir of 1,000,000 events.
+
+    python bench/storage_footprint.py [--events N] [--segments S] [--keep DIR]
+
+Builds the data dir through the real engine (fsync=never to save time), then
+measures in fresh processes, each against a baseline taken in the same run:
+  * resident memory: RSS after EventStore.open of the full dir minus RSS after
+    opening an empty dir, divided by the event count;
+  * start-up: process start to the first 200 from /health of `logserver serve`,
+    for the full dir and for an empty one (the baseline: interpreter + imports).
+Medians of --runs runs are printed and written to bench/results/storage_footprint.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = {
+    "event": {"name": "OrderPlaced", "version": 1},
+    "system": {
+        "id": "alv123",
+        "name": "codello alvine",
+        "time": "2017-09-06 13:58:12",
+        "timezone": "Europe/Berlin",
+    },
+    "trigger": {"type": "system", "name": "/path/to/script.php"},
+    "payload": {},
+}
+
+MEASURE_RSS = """
+import asyncio, sys, time
+from pathlib import Path
+from logserver.storage import EventStore, FsyncPolicy, StorageConfig
+
+def rss() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+async def main() -> None:
+    before = rss()
+    started = time.perf_counter()
+    store = await EventStore.open(StorageConfig(Path(sys.argv[1]), fsync=FsyncPolicy.NEVER))
+    opened = time.perf_counter() - started
+    print(rss() - before, opened)
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def build(data_dir: Path, events: int, segment_bytes: int) -> None:
+    from logserver.storage import EventStore, FsyncPolicy, StorageConfig
+
+    store = await EventStore.open(
+        StorageConfig(data_dir, fsync=FsyncPolicy.NEVER, segment_bytes=segment_bytes)
+    )
+    names = [f"Event name {i}" for i in range(10)]
+    for i in range(events):
+        body = dict(EXAMPLE, event={"name": names[i % 10], "version": 1}, payload={"n": i})
+        await store.append("bench stream", "bench-producer", body)
+    await store.close()
+
+
+def measure_rss(data_dir: Path) -> tuple[int, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE_RSS, str(data_dir)], capture_output=True, text=True, check=True
+    )
+    grown, opened = out.stdout.split()
+    return int(grown), float(opened)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def time_to_health(data_dir: Path) -> float:
+    port = free_port()
+    env = dict(os.environ, LOGSERVER_LOG_LEVEL="WARNING")
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "logserver", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - started
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError("server exited during start-up") from None
+                time.sleep(0.005)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--segments", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keep", type=Path, help="reuse/keep the generated data dir here")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="logserver-bench-"))
+    full = args.keep or work / "full"
+    empty = work / "empty"
+    empty.mkdir()
+    try:
+        if not (full / "streams").exists():
+            record_bytes = 480  # the example event as stored, about
+            started = time.perf_counter()
+            asyncio.run(build(full, args.events, args.events * record_bytes // args.segments))
+            print(f"built {args.events:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        segments = len(list(full.glob("streams/*/*.log")))
+        rss_full, rss_empty, open_full, start_full, start_empty = [], [], [], [], []
+        for _ in range(args.runs):  # alternate full and baseline so drift hits both
+            grown, opened = measure_rss(full)
+            rss_full.append(grown)
+            open_full.append(opened)
+            rss_empty.append(measure_rss(empty)[0])
+            start_full.append(time_to_health(full))
+            start_empty.append(time_to_health(empty))
+        per_event = (statistics.median(rss_full) - statistics.median(rss_empty)) / args.events
+        result = {
+            "events": args.events,
+            "segments": segments,
+            "bytes_per_event_rss": round(per_event, 2),
+            "engine_open_seconds_median": round(statistics.median(open_full), 3),
+            "startup_to_health_seconds_median": round(statistics.median(start_full), 3),
+            "startup_empty_dir_seconds_median": round(statistics.median(start_empty), 3),
+            "runs": args.runs,
+        }
+        out = ROOT / "bench" / "results" / "storage_footprint.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"{'events':<34}{args.events:>12,}")
+        print(f"{'segments':<34}{segments:>12}")
+        print(f"{'resident bytes per event':<34}{per_event:>12.1f}   (target <= 24)")
+        print(f"{'EventStore.open, median s':<34}{result['engine_open_seconds_median']:>12.3f}")
+        startup = result["startup_to_health_seconds_median"]
+        print(f"{'start to /health 200, median s':<34}{startup:>12.3f}   (target <= 1)")
+        print(f"{'  baseline: empty data dir, s':<34}{result['startup_empty_dir_seconds_median']:>12.3f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
