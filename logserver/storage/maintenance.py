@@ -62,7 +62,7 @@ def check_stream(directory: Path, repair: bool) -> StreamReport:
             return report
         segment = Segment(path, base)
         data = path.read_bytes()
-        result = scan_records(segment, data, 0)
+        result = scan_records(segment, data, 0, {})
         report.events += segment.count
         expected = segment.end_sequence
         if result.damage is not None:

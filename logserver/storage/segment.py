@@ -2,8 +2,8 @@
 
 Like Kafka's LogSegment, a segment is named by the first sequence it holds
 (`00000000000000000001.log`) and knows where each of its records starts; the
-stream log above it decides when to roll. Offsets and per-record name ids live
-in `array`s (4 bytes each per record), never in Python objects per event.
+stream log above it decides when to roll. Offsets live in an `array` (4 bytes
+per record), never in Python objects per event.
 """
 
 from __future__ import annotations
@@ -49,9 +49,6 @@ class Segment:
         self.base = base
         self.size = 0
         self.offsets = array("I")
-        self.name_ids = array("I")  # index into `names`, per record
-        self.names: list[str] = []
-        self._name_ids: dict[str, int] = {}
         self._fd: int | None = None
 
     @property
@@ -74,18 +71,7 @@ class Segment:
             os.close(self._fd)
             self._fd = None
 
-    def name_id(self, name: str) -> int:
-        found = self._name_ids.get(name)
-        if found is None:
-            found = self._name_ids[name] = len(self.names)
-            self.names.append(name)
-        return found
-
-    def set_names(self, names: list[str]) -> None:
-        self.names = names
-        self._name_ids = {name: i for i, name in enumerate(names)}
-
-    def append(self, line: bytes, event_name: str) -> None:
+    def append(self, line: bytes) -> None:
         """Write one record; on failure the file is cut back so it ends with the last good one."""
         try:
             write_all(self.fd, line, self.size)
@@ -95,7 +81,6 @@ class Segment:
                 os.ftruncate(self.fd, self.size)
             raise storage_error(exc, "append") from exc
         self.offsets.append(self.size)
-        self.name_ids.append(self.name_id(event_name))
         self.size += len(line)
 
     def record_end(self, index: int) -> int:
@@ -106,9 +91,6 @@ class Segment:
         start = self.offsets[index]
         return os.pread(self.fd, self.record_end(index) - start, start)
 
-    def event_name(self, index: int) -> str:
-        return self.names[self.name_ids[index]]
-
     def truncate_records(self, count: int) -> None:
         """Forget records from `count` on, in memory and on disk (rollback after a failed fsync)."""
         if count >= len(self.offsets):
@@ -116,7 +98,6 @@ class Segment:
         new_size = self.offsets[count]
         os.ftruncate(self.fd, new_size)
         del self.offsets[count:]
-        del self.name_ids[count:]
         self.size = new_size
 
     def fsync(self) -> None:
@@ -130,16 +111,21 @@ class ScanResult:
     damage_is_tail: bool  # True when no good record follows the damage
 
 
-def scan_records(segment: Segment, data: bytes, start: int) -> ScanResult:
-    """Verify records in `data[start:]`, appending good ones to `segment`'s arrays.
+def scan_records(
+    segment: Segment, data: bytes, start: int, name_sequences: dict[str, array[int]]
+) -> ScanResult:
+    """Verify records in `data` (the file from byte `start`), indexing good ones.
+
+    Each good record's offset goes to `segment.offsets`, its sequence to
+    `name_sequences[its event name]`.
 
     Stops at the first record that is torn, fails its checksum, does not parse or
     is out of sequence, and reports whether any good record follows it: only
     damage with nothing good after it is a torn tail that may be cut away.
     """
     view = memoryview(data)
-    pos = start
-    offsets, name_ids = segment.offsets, segment.name_ids
+    pos = 0
+    offsets = segment.offsets
     end = len(data)
     damage: str | None = None
     while pos < end:
@@ -162,11 +148,14 @@ def scan_records(segment: Segment, data: bytes, start: int) -> ScanResult:
         if sequence != expected or not isinstance(event_name, str):
             damage = f"record has sequence {sequence}, expected {expected}"
             break
-        offsets.append(pos)
-        name_ids.append(segment.name_id(event_name))
+        offsets.append(start + pos)
+        sequences = name_sequences.get(event_name)
+        if sequences is None:
+            sequences = name_sequences[event_name] = array("Q")
+        sequences.append(sequence)
         pos = newline + 1
-    segment.size = pos
+    segment.size = start + pos
     if damage is None:
-        return ScanResult(pos, None, True)
+        return ScanResult(segment.size, None, True)
     following = data[pos:].split(b"\n")[1:]
-    return ScanResult(pos, damage, not any(check_line(line) for line in following))
+    return ScanResult(segment.size, damage, not any(check_line(line) for line in following))

@@ -2,7 +2,7 @@
 
 Format (little-endian):
     b"LSIDX001" | u32 header length | header JSON {base, count, size, names, counts}
-    | offsets u32 x count | name ids u32 x count | per name: its sequences u64 x counts[i]
+    | offsets u32 x count | per name: its sequences u64 x counts[i]
     | u32 CRC-32 of everything before it
 A missing, short or checksum-failing index is not an error: the segment is
 rescanned (and its records verified) and the index written again.
@@ -14,13 +14,14 @@ import struct
 import sys
 import zlib
 from array import array
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import orjson
 
 from .segment import Segment
 
-MAGIC = b"LSIDX001"
+MAGIC = b"LSIDX002"
 _U32 = struct.Struct("<I")
 _NATIVE_IS_LITTLE = sys.byteorder == "little"
 
@@ -41,22 +42,25 @@ def _from_le(typecode: str, data: bytes | memoryview) -> array[int]:
     return arr
 
 
-def encode_index(segment: Segment) -> bytes:
-    per_name: list[array[int]] = [array("Q") for _ in segment.names]
-    sequence = segment.base
-    for name_id in segment.name_ids:
-        per_name[name_id].append(sequence)
-        sequence += 1
+def encode_index(segment: Segment, name_sequences: dict[str, array[int]]) -> bytes:
+    """The index of `segment`; `name_sequences` are the stream's, cut to this segment's range."""
+    names, per_name = [], []
+    for name, sequences in name_sequences.items():
+        lo = bisect_left(sequences, segment.base)
+        hi = bisect_left(sequences, segment.end_sequence, lo)
+        if hi > lo:
+            names.append(name)
+            per_name.append(sequences[lo:hi])
     header = orjson.dumps(
         {
             "base": segment.base,
             "count": segment.count,
             "size": segment.size,
-            "names": segment.names,
+            "names": names,
             "counts": [len(seqs) for seqs in per_name],
         }
     )
-    parts = [MAGIC, _U32.pack(len(header)), header, _to_le(segment.offsets), _to_le(segment.name_ids)]
+    parts = [MAGIC, _U32.pack(len(header)), header, _to_le(segment.offsets)]
     parts.extend(_to_le(seqs) for seqs in per_name)
     body = b"".join(parts)
     return body + _U32.pack(zlib.crc32(body))
@@ -65,7 +69,6 @@ def encode_index(segment: Segment) -> bytes:
 @dataclass
 class LoadedIndex:
     offsets: array[int]
-    name_ids: array[int]
     names: list[str]
     name_sequences: list[array[int]]
     size: int
@@ -91,12 +94,10 @@ def decode_index(data: bytes, base: int) -> LoadedIndex:
     count = header["count"]
     offsets = _from_le("I", view[pos : pos + 4 * count])
     pos += 4 * count
-    name_ids = _from_le("I", view[pos : pos + 4 * count])
-    pos += 4 * count
     sequences = []
     for n in header["counts"]:
         sequences.append(_from_le("Q", view[pos : pos + 8 * n]))
         pos += 8 * n
     if pos != len(view) or len(offsets) != count:
         raise IndexUnusable("length mismatch")
-    return LoadedIndex(offsets, name_ids, list(header["names"]), sequences, header["size"])
+    return LoadedIndex(offsets, list(header["names"]), sequences, header["size"])

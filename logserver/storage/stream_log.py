@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .atomic_file import fsync_directory, remove_temp_files, replace_atomically
 from .checkpoint import CHECKPOINT_FILE, ConsumerCheckpoint, ConsumerPosition
 from .config import FsyncPolicy, StorageConfig
@@ -152,7 +154,7 @@ class StreamLog:
                 },
                 body,
             )
-            self._segments[-1].append(line, event_name)
+            self._segments[-1].append(line)
             self._name_sequences.setdefault(event_name, array("Q")).append(sequence)
             self.next_sequence = sequence + 1
             self.last_append_at = received_at
@@ -219,7 +221,7 @@ class StreamLog:
             raise storage_error(exc, "segment roll") from exc
         self._segments.append(new)
         self._bases.append(new.base)
-        index = encode_index(old)
+        index = encode_index(old, self._name_sequences)
         try:
             await asyncio.to_thread(replace_atomically, old.path.with_suffix(INDEX_SUFFIX), index)
         except OSError as exc:
@@ -276,8 +278,9 @@ class StreamLog:
         raise EventNotFound(f"event '{event_id}' does not exist in stream '{self.name}'")
 
     def event_name(self, sequence: int) -> str:
-        segment = self._segment_for(sequence)
-        return segment.event_name(sequence - segment.base)
+        """Read from the record itself: a per-event name array would cost 4 bytes per event."""
+        name: str = orjson.loads(self.read_line(sequence))["event"]["name"]
+        return name
 
     async def ack(self, consumer_id: str, event_id: str) -> None:
         """Record an acknowledgement; idempotent, and durable per the policy when it returns."""
@@ -322,7 +325,7 @@ class StreamLog:
             await loop.run_in_executor(None, active.fsync)
             await loop.run_in_executor(None, self.checkpoint.sync)
             if active.count:
-                index = encode_index(active)
+                index = encode_index(active, self._name_sequences)
                 await asyncio.to_thread(replace_atomically, active.path.with_suffix(INDEX_SUFFIX), index)
             for segment in self._segments:
                 segment.close()
@@ -350,8 +353,7 @@ def _load_segment(segment: Segment, name_sequences: dict[str, array[int]], is_la
     file_size = segment.path.stat().st_size
     index = _try_index(segment)
     if index is not None and (index.size == file_size or (is_last and index.size < file_size)):
-        segment.offsets, segment.name_ids, segment.size = index.offsets, index.name_ids, index.size
-        segment.set_names(index.names)
+        segment.offsets, segment.size = index.offsets, index.size
         for event_name, sequences in zip(index.names, index.name_sequences, strict=True):
             name_sequences.setdefault(event_name, array("Q")).extend(sequences)
         start = index.size
@@ -362,13 +364,10 @@ def _load_segment(segment: Segment, name_sequences: dict[str, array[int]], is_la
     with open(segment.path, "rb") as f:
         f.seek(start)
         data = f.read()
-    first_new = segment.count
-    result = scan_records(segment, data, start)
-    for i in range(first_new, segment.count):
-        name_sequences.setdefault(segment.event_name(i), array("Q")).append(segment.base + i)
+    result = scan_records(segment, data, start, name_sequences)
     if result.damage is None:
         if not is_last:
-            _write_index(segment, name)
+            _write_index(segment, name_sequences, name)
         return
     where = f"{segment.path.name} at byte {result.valid_end}"
     if not is_last or not result.damage_is_tail:
@@ -397,8 +396,8 @@ def _try_index(segment: Segment) -> LoadedIndex | None:
         return None
 
 
-def _write_index(segment: Segment, name: str) -> None:
+def _write_index(segment: Segment, name_sequences: dict[str, array[int]], name: str) -> None:
     try:
-        replace_atomically(segment.path.with_suffix(INDEX_SUFFIX), encode_index(segment))
+        replace_atomically(segment.path.with_suffix(INDEX_SUFFIX), encode_index(segment, name_sequences))
     except OSError as exc:
         log.warning("stream %r: could not write index of %s: %s", name, segment.path.name, exc)
