@@ -1,0 +1,144 @@
+"""Server settings and the one table of options that the CLI flags and LOGSERVER_* env share.
+
+Precedence is flag > environment > default. Keeping every option in one table
+means `--help`, the env names and the README can't drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from logserver.storage import FsyncPolicy, StorageConfig
+
+ENV_PREFIX = "LOGSERVER_"
+MIB = 1024 * 1024
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    users_file: Path | None = None  # None means <data_dir>/users
+    fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    fsync_interval_ms: int = 200
+    segment_bytes: int = 64 * MIB
+    max_body_bytes: int = 1 * MIB
+    max_limit: int = 1000
+    log_level: str = "INFO"
+
+    @property
+    def users_path(self) -> Path:
+        return self.users_file if self.users_file is not None else self.data_dir / "users"
+
+    def storage_config(self) -> StorageConfig:
+        return StorageConfig(
+            data_dir=self.data_dir,
+            fsync=self.fsync,
+            fsync_interval_ms=self.fsync_interval_ms,
+            segment_bytes=self.segment_bytes,
+        )
+
+
+def _port(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _fsync_policy(text: str) -> FsyncPolicy:
+    try:
+        return FsyncPolicy(text.lower())
+    except ValueError:
+        choices = ", ".join(p.value for p in FsyncPolicy)
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {choices}") from None
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `serve` setting: its ServerConfig field, flag, env variable and parser."""
+
+    field: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.field.upper()
+
+    @property
+    def default(self) -> Any:
+        return _DEFAULTS[self.field]
+
+    @property
+    def default_text(self) -> str:
+        value = self.default
+        if value is None:
+            return "-"
+        return str(value.value if isinstance(value, FsyncPolicy) else value)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(ServerConfig)}
+
+SERVE_OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "address to listen on", "HOST"),
+    Option("port", _port, "TCP port to listen on", "PORT"),
+    Option("data_dir", Path, "directory holding streams, checkpoints and users", "DIR"),
+    Option("users_file", Path, "users file (name:hash lines); default <data-dir>/users", "FILE"),
+    Option("fsync", _fsync_policy, "when appends reach the disk: always|interval|never", "POLICY"),
+    Option("fsync_interval_ms", _positive_int, "fsync period for --fsync interval", "MS"),
+    Option("segment_bytes", _positive_int, "roll a stream's segment file at this size", "BYTES"),
+    Option("max_body_bytes", _positive_int, "largest accepted request body (else 413)", "BYTES"),
+    Option("max_limit", _positive_int, "largest `limit` a consume request may ask for", "N"),
+    Option("log_level", _log_level, "DEBUG, INFO (with access log), WARNING or ERROR", "LEVEL"),
+)
+
+
+def env_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given by LOGSERVER_* variables, parsed; raises ValueError naming the variable."""
+    values: dict[str, Any] = {}
+    for option in SERVE_OPTIONS:
+        text = environ.get(option.env)
+        if text is None or text == "":
+            continue
+        try:
+            values[option.field] = option.parse(text)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"{option.env}: {exc}") from None
+    return values
+
+
+def from_namespace(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(**{option.field: getattr(args, option.field) for option in SERVE_OPTIONS})
