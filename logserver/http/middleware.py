@@ -1,0 +1,96 @@
+"""Authentication and error rendering, wrapped around every route in that order."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from logserver.auth import Authenticator
+from logserver.storage.errors import (
+    EventNotFound,
+    InvalidName,
+    StorageError,
+    StorageFull,
+    StreamCorrupt,
+    StreamLocked,
+    StreamNotFound,
+)
+
+from .responses import ApiError, error_response
+
+log = logging.getLogger("logserver.http")
+
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="logserver"'}
+
+
+def error_middleware(max_body_bytes: int) -> Middleware:
+    """Every failure becomes a JSON error body; a traceback goes to the log, never the client."""
+
+    @web.middleware
+    async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.detail)
+        except StorageError as exc:
+            return _storage_error(request, exc)
+        except web.HTTPException as exc:
+            return _http_exception(exc, max_body_bytes)
+        except Exception:
+            return _internal_error(request)
+
+    return render_errors
+
+
+def auth_middleware(authenticator: Authenticator, public_routes: frozenset[web.AbstractRoute]) -> Middleware:
+    """Basic auth before anything else looks at the request, unless the route is public."""
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        match_info = request.match_info
+        # Unmatched paths (404/405) skip auth: their answer reveals only the route table.
+        if match_info.http_exception is None and match_info.route not in public_routes:
+            user = await authenticator.authenticate(request.headers.get("Authorization"))
+            if user is None:
+                return error_response(401, headers=_CHALLENGE)
+        return await handler(request)
+
+    return authenticate
+
+
+def _storage_error(request: web.Request, exc: StorageError) -> web.Response:
+    stream = request.match_info.get("stream", "")
+    if isinstance(exc, StreamNotFound):
+        return error_response(404, f"stream '{stream}' does not exist")
+    if isinstance(exc, EventNotFound):
+        event_id = request.match_info.get("eventID", "")
+        return error_response(404, f"event '{event_id}' does not exist in stream '{stream}'")
+    if isinstance(exc, StreamLocked):
+        return error_response(423, "Second writers not allowed")
+    if isinstance(exc, InvalidName):
+        return error_response(400, str(exc))
+    if isinstance(exc, StreamCorrupt):
+        # The engine's detail names files: log it for the operator, tell the client what it means.
+        log.error("stream %r refused: %s", stream, exc)
+        return error_response(503, f"stream '{stream}' is damaged and awaits repair")
+    if isinstance(exc, StorageFull):
+        log.error("disk full: %s", exc)
+        return error_response(507, "the disk is full")
+    return _internal_error(request)
+
+
+def _http_exception(exc: web.HTTPException, max_body_bytes: int) -> web.Response:
+    """aiohttp's own errors (no route, wrong method, body too large) in our JSON shape."""
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    if exc.status == 413:
+        return error_response(413, f"request body exceeds {max_body_bytes} bytes")
+    return error_response(exc.status, headers=headers)
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    reference = secrets.token_hex(8)
+    log.exception("internal error %s in %s %s", reference, request.method, request.path)
+    return error_response(500, reference)

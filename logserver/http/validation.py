@@ -1,0 +1,168 @@
+"""Request validation (SPEC §1.1-1.3): each check raises a 400 naming the first bad field."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+import zoneinfo
+from datetime import date
+from functools import cache
+from typing import Any
+
+import orjson
+
+from logserver.storage.errors import InvalidName
+from logserver.storage.names import check_name, check_stream_name
+
+from .responses import bad_request
+
+MAX_CLIENT_ID_CHARS = 256
+MAX_EVENT_NAME_CHARS = 255
+DEFAULT_LIMIT = 10
+# 10 digits hold any sane limit and keep int() away from pathological inputs.
+_MAX_LIMIT_DIGITS = 10
+_SYSTEM_STRING_FIELDS = ("id", "name", "time", "timezone")
+_TRIGGER_STRING_FIELDS = ("type", "name")
+# The plain `YYYY-MM-DD HH:MM:SS` of the original API, or RFC 3339 (offset required).
+_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:( )(\d{2}):(\d{2}):(\d{2})"
+    r"|[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2})))"
+)
+
+
+def stream_name(value: str) -> str:
+    try:
+        check_stream_name(value)
+    except InvalidName as exc:
+        raise bad_request(str(exc)) from None
+    return value
+
+
+def client_id(value: str | None, header: str) -> str:
+    """X-Producer-ID / X-Consumer-ID: 1-256 printable characters."""
+    if not value:
+        raise bad_request(f"{header} header is required")
+    if len(value) > MAX_CLIENT_ID_CHARS or not value.isprintable():
+        raise bad_request(f"{header} must be 1 to {MAX_CLIENT_ID_CHARS} printable characters")
+    return value
+
+
+def event_name(value: str | None, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise bad_request(f"{field} must be a non-empty string")
+    try:
+        check_name(value, field)
+    except InvalidName as exc:
+        raise bad_request(str(exc)) from None
+    return value
+
+
+def limit(value: str | None, maximum: int) -> int:
+    if value is None:
+        return min(DEFAULT_LIMIT, maximum)
+    if value.isascii() and value.isdigit() and len(value) <= _MAX_LIMIT_DIGITS:
+        number = int(value)
+        if 1 <= number <= maximum:
+            return number
+    raise bad_request(f"limit must be an integer between 1 and {maximum}")
+
+
+def event_body(raw: bytes) -> dict[str, Any]:
+    """The append body as stored: unknown top-level keys kept, `payload` defaulting to {}."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad_request("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("body must be a JSON object")
+
+    event = body.get("event")
+    if not isinstance(event, dict):
+        raise bad_request("event must be an object")
+    event_name(event.get("name"), "event.name")
+    version = event.get("version")
+    if type(version) is not int or version < 1:  # bool is an int subclass: reject it too
+        raise bad_request("event.version must be an integer >= 1")
+
+    _string_fields(body, "system", _SYSTEM_STRING_FIELDS)
+    system = body.get("system")
+    if system is not None:
+        if "time" in system and not _is_valid_time(system["time"]):
+            raise bad_request("system.time must be 'YYYY-MM-DD HH:MM:SS' or RFC 3339")
+        if "timezone" in system and not _is_known_zone(system["timezone"]):
+            raise bad_request("system.timezone must be a known IANA time zone")
+    _string_fields(body, "trigger", _TRIGGER_STRING_FIELDS)
+
+    if "payload" not in body:
+        body["payload"] = {}
+    elif not isinstance(body["payload"], dict):
+        raise bad_request("payload must be an object")
+    return body
+
+
+def _string_fields(body: dict[str, Any], section: str, names: tuple[str, ...]) -> None:
+    if section not in body:
+        return
+    value = body[section]
+    if not isinstance(value, dict):
+        raise bad_request(f"{section} must be an object")
+    for name in names:
+        if name in value and not isinstance(value[name], str):
+            raise bad_request(f"{section}.{name} must be a string")
+
+
+def _is_valid_time(text: str) -> bool:
+    match = _TIME.fullmatch(text)
+    if match is None:
+        return False
+    year, month, day = int(match[1]), int(match[2]), int(match[3])
+    if match[4]:  # the plain form
+        hour, minute, second = int(match[5]), int(match[6]), int(match[7])
+    else:
+        hour, minute, second = int(match[8]), int(match[9]), int(match[10])
+        if match[11] is not None and (int(match[11]) > 23 or int(match[12]) > 59):
+            return False
+    try:
+        date(year, month, day)
+    except ValueError:
+        return False
+    # RFC 3339 allows second 60 for a leap second.
+    return hour <= 23 and minute <= 59 and second <= 60
+
+
+@cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _is_known_zone(name: str) -> bool:
+    return name in _known_zones()
+
+
+def ack_body(raw: bytes, content_type: str) -> None:
+    """Require the `action` of an ack body: form `action=ACK` as specified, or JSON `{"action": "ACK"}`."""
+    if content_type == "application/json" or raw.lstrip().startswith(b"{"):
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise bad_request("body is not valid JSON") from None
+        action = doc.get("action") if isinstance(doc, dict) else None
+        if action is not None and not isinstance(action, str):
+            raise bad_request("action must be ACK")
+    else:
+        try:
+            form = urllib.parse.parse_qs(raw.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            raise bad_request("body is not valid UTF-8") from None
+        values = form.get("action")
+        action = values[0] if values else None
+    if action is None:
+        raise bad_request("action is required (action=ACK)")
+    if action != "ACK":
+        raise bad_request("action must be ACK")
+
+
+def preload() -> None:
+    """Read the zone list at start-up so the first request doesn't pay for the directory scan."""
+    _known_zones()
