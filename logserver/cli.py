@@ -1,0 +1,129 @@
+"""`logserver serve` and `logserver user add`; every serve flag also reads a LOGSERVER_* variable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from logserver import __version__
+from logserver.auth import UsersFileError, add_user
+from logserver.config import SERVE_OPTIONS, ServerConfig, env_defaults, from_namespace
+from logserver.server import serve
+
+
+def _options_epilog() -> str:
+    lines = ["serve options (flag > environment > default):"]
+    for option in SERVE_OPTIONS:
+        lines.append(f"  {option.flag:<22}{option.env:<30}default {option.default_text}")
+    return "\n".join(lines)
+
+
+def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
+    """The parser; `env` holds the parsed LOGSERVER_* values that replace the defaults."""
+    parser = argparse.ArgumentParser(
+        prog="logserver",
+        description="HTTP event server: append JSON events to streams, consume and ack them.",
+        epilog=_options_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"logserver {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve_parser = commands.add_parser("serve", help="run the server in the foreground")
+    for option in SERVE_OPTIONS:
+        serve_parser.add_argument(
+            option.flag,
+            dest=option.field,
+            type=option.parse,
+            default=env.get(option.field, option.default),
+            metavar=option.metavar,
+            help=f"{option.help} [env {option.env}, default {option.default_text}]",
+        )
+
+    user = commands.add_parser("user", help="manage the users file")
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_commands.add_parser(
+        "add",
+        help="add a user or replace its password",
+        description="Add a user or replace its password. A running server picks it up at once.",
+    )
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--password", help="the password; read from stdin when absent")
+    where = add.add_mutually_exclusive_group()
+    where.add_argument(
+        "--users-file",
+        type=Path,
+        default=env.get("users_file"),
+        help="users file [env LOGSERVER_USERS_FILE, default <data-dir>/users]",
+    )
+    where.add_argument(
+        "--data-dir",
+        type=Path,
+        default=env.get("data_dir", ServerConfig.data_dir),
+        help="data directory whose users file to change [env LOGSERVER_DATA_DIR, default data]",
+    )
+    return parser
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if password != getpass.getpass("again: "):
+            raise ValueError("the passwords differ")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    users_file: Path = args.users_file or ServerConfig(data_dir=args.data_dir).users_path
+    try:
+        password = args.password if args.password is not None else _read_password()
+        add_user(users_file, args.name, password)
+    except (ValueError, UsersFileError, OSError) as exc:
+        print(f"logserver: {exc}", file=sys.stderr)
+        return 1
+    print(f"logserver: user {args.name!r} saved in {users_file}", file=sys.stderr)
+    return 0
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = from_namespace(args)
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+            runner.run(serve(config))
+    except (UsersFileError, OSError) as exc:
+        logging.getLogger("logserver").error("cannot serve: %s", exc)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        env = env_defaults(os.environ)
+    except ValueError as exc:
+        print(f"logserver: {exc}", file=sys.stderr)
+        return 2
+    args = build_parser(env).parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _user_add(args)
