@@ -1,0 +1,131 @@
+"""Errors outside the handlers' own checks: routing, 500 with a reference id, storage failures."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from aiohttp import web
+
+from logserver.auth import Authenticator
+from logserver.config import ServerConfig
+from logserver.http import build_app
+from logserver.storage import EventStore
+from logserver.storage.errors import StorageFull, StorageIOError
+
+from .conftest import MakeClient
+from .http_calls import AUTH, Client, append_ok, consume, event_body, events_path, expect
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/nope",
+        "/api/v1/streams",
+        "/api/v1/streams/s",
+        "/api/v1/streams/s/events/",
+        "/api/v2/streams/s/events",
+    ],
+)
+async def test_unknown_route_is_json_404(client: Client, path: str) -> None:
+    await expect(await client.get(path, headers=AUTH), 404, "Not Found")
+    await expect(await client.get(path), 404, "Not Found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", events_path("s"), {"GET", "POST"}),
+        ("PUT", events_path("s"), {"GET", "POST"}),
+        ("GET", events_path("s", "00000000-0000-0000-0000-000000000000"), {"POST"}),
+        ("POST", "/health", {"GET"}),
+    ],
+)
+async def test_wrong_method_is_json_405(client: Client, method: str, path: str, allowed: set[str]) -> None:
+    response = await client.request(method, path, headers=AUTH)
+    await expect(response, 405, "Method Not Allowed")
+    assert set(response.headers["Allow"].split(",")) == allowed
+
+
+async def test_health_reports_ok_and_the_stream_count(client: Client) -> None:
+    await append_ok(client, "one")
+    await append_ok(client, "two")
+    await expect(await client.get("/health"), 200, {"status": "ok", "streams": 2})
+
+
+async def test_unexpected_exception_is_500_with_a_reference_that_is_in_the_log(
+    aiohttp_client: MakeClient, app: web.Application, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def explode(request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals")
+
+    app.router.add_get("/explode", explode)
+    client = await aiohttp_client(app)
+    with caplog.at_level(logging.ERROR, logger="logserver.http"):
+        message = await expect(await client.get("/explode", headers=AUTH), 500)
+    match = re.fullmatch(r"Internal Server Error - ([0-9a-f]{16})", message)
+    assert match, message
+    [record] = [r for r in caplog.records if match[1] in r.getMessage()]
+    assert record.exc_info is not None
+    assert "secret internals" in str(record.exc_info[1])
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [
+        (StorageFull("ENOSPC on segment 3"), 507, "Insufficient Storage - the disk is full"),
+        (StorageIOError("fsync failed"), 500, None),
+    ],
+)
+async def test_storage_failures_map_to_their_status(
+    aiohttp_client: MakeClient, app: web.Application, error: Exception, status: int, message: str | None
+) -> None:
+    # The engine's own fault tests produce these for real; here only the mapping is under test.
+    async def fail(request: web.Request) -> web.Response:
+        raise error
+
+    app.router.add_post("/fail", fail)
+    client = await aiohttp_client(app)
+    body = await expect(await client.post("/fail", headers=AUTH), status)
+    if message is not None:
+        assert body == message
+    else:
+        assert body.startswith("Internal Server Error - ")
+        assert "fsync" not in body
+
+
+async def test_stream_damaged_before_its_tail_is_503(
+    aiohttp_client: MakeClient, config: ServerConfig
+) -> None:
+    store = await EventStore.open(config.storage_config())
+    client = await aiohttp_client(build_app(store, Authenticator(config.users_path), config))
+    for i in range(40):  # several 4 KiB segments
+        await append_ok(client, "ledger", event_body(payload={"i": i, "pad": "x" * 100}))
+    await client.close()
+    await store.close()
+
+    first_segment = min((config.data_dir / "streams" / "ledger").glob("*.log"))
+    data = bytearray(first_segment.read_bytes())
+    position = data.index(b'"pad"')
+    data[position + 8] ^= 0x01  # one flipped bit inside a sealed segment
+    first_segment.write_bytes(bytes(data))
+    # Sealed segments are trusted through their persisted index; without it recovery rescans.
+    first_segment.with_suffix(".idx").unlink()
+
+    store = await EventStore.open(config.storage_config())
+    try:
+        client = await aiohttp_client(build_app(store, Authenticator(config.users_path), config))
+        message = await expect(await consume(client, "ledger"), 503)
+        assert message == "Service Unavailable - stream 'ledger' is damaged and awaits repair"
+        health = await expect(await client.get("/health"), 200)
+        assert health["status"] == "ok"
+    finally:
+        await store.close()
+
+
+async def test_every_response_is_json_even_for_an_html_client(client: Client) -> None:
+    headers = {**AUTH, "Accept": "text/html"}
+    await expect(await client.get("/missing", headers=headers), 404, "Not Found")
+    await expect(await client.get(events_path("s"), headers={"Accept": "text/html"}), 401)
