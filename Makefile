@@ -1,0 +1,45 @@
+# Every task runs inside .venv, which `make run` and `make test` create on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Touched after a successful install; re-installs only when pyproject.toml changes.
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-slow bench lint fmt clean docker-build
+
+help: ## list the tasks
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed]'
+	touch $@
+
+run: $(STAMP) ## serve on 127.0.0.1:8080 with ./data (first start prints a generated password)
+	$(VENV)/bin/logserver serve
+
+test: lint ## lint, type-check and run the test suite (without slow tests)
+	$(PY) -m pytest
+
+test-slow: $(STAMP) ## run only the slow tests (none yet is not a failure)
+	$(PY) -m pytest -m slow; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+
+bench: $(STAMP) ## run the benchmarks
+	$(PY) bench/run.py
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP) ## reformat and auto-fix with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean: ## remove the venv, caches and build output (never ./data)
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+docker-build: ## build the logserver container image
+	docker build -t logserver .
