@@ -237,27 +237,20 @@ class Authenticator:
         else:
             # A miss may be a user added a moment ago: look before paying for a key derivation.
             self._reload_if_changed()
+        # Concurrent first requests with one header share one derivation, shielded so that a
+        # client hanging up doesn't cancel it for the others.
         pending = self._pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        return await self._verify_once(key, header)
+        if pending is None:
+            pending = asyncio.ensure_future(self._verify(key, header))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        return await asyncio.shield(pending)
 
-    async def _verify_once(self, key: bytes, header: str) -> str | None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[str | None] = loop.create_future()
-        self._pending[key] = future
+    async def _verify(self, key: bytes, header: str) -> str | None:
         users = self._users
-        try:
-            user = await loop.run_in_executor(None, self._check, users, header)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # nobody else may be waiting; don't warn about it
-            raise
-        else:
-            future.set_result(user)
-        finally:
-            del self._pending[key]
-        # Only cache if the file didn't change while we were deriving the key.
+        loop = asyncio.get_running_loop()
+        user = await loop.run_in_executor(None, self._check, users, header)
+        # Cache only if the file didn't change while the key was being derived.
         if user is not None and users is self._users:
             if len(self._verified) >= CACHE_MAX_ENTRIES:
                 self._verified.clear()
