@@ -60,12 +60,14 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
     where.add_argument(
         "--users-file",
         type=Path,
+        metavar="FILE",
         default=env.get("users_file"),
         help="users file [env LOGSERVER_USERS_FILE, default <data-dir>/users]",
     )
     where.add_argument(
         "--data-dir",
         type=Path,
+        metavar="DIR",
         default=env.get("data_dir", ServerConfig.data_dir),
         help="data directory whose users file to change [env LOGSERVER_DATA_DIR, default data]",
     )

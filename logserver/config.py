@@ -89,6 +89,7 @@ class Option:
     parse: Callable[[str], Any]
     help: str
     metavar: str
+    shown_default: str | None = None  # for defaults derived from another option
 
     @property
     def flag(self) -> str:
@@ -104,9 +105,9 @@ class Option:
 
     @property
     def default_text(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
         value = self.default
-        if value is None:
-            return "-"
         return str(value.value if isinstance(value, FsyncPolicy) else value)
 
 
@@ -116,7 +117,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("host", str, "address to listen on", "HOST"),
     Option("port", _port, "TCP port to listen on", "PORT"),
     Option("data_dir", Path, "directory holding streams, checkpoints and users", "DIR"),
-    Option("users_file", Path, "users file (name:hash lines); default <data-dir>/users", "FILE"),
+    Option("users_file", Path, "users file, one name:hash line per user", "FILE", "<data-dir>/users"),
     Option("fsync", _fsync_policy, "when appends reach the disk: always|interval|never", "POLICY"),
     Option("fsync_interval_ms", _positive_int, "fsync period for --fsync interval", "MS"),
     Option("segment_bytes", _positive_int, "roll a stream's segment file at this size", "BYTES"),
