@@ -21,6 +21,17 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def make_directories(path: Path) -> None:
+    """mkdir -p whose new entries survive power loss: each new directory's parent is fsynced."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        fsync_directory(directory.parent)
+
+
 def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     """pwrite until every byte is written (a short write is legal on a nearly full disk)."""
     view = memoryview(data)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic_file import fsync_directory
+from .atomic_file import fsync_directory, make_directories
 from .config import FsyncPolicy, StorageConfig
 from .errors import StreamCorrupt, StreamLocked, StreamNotFound
 from .metadata import StreamMetadata
@@ -51,7 +51,7 @@ class EventStore:
     async def open(cls, config: StorageConfig) -> EventStore:
         """Open (and recover) every stream; returns when the store can serve."""
         store = cls(config)
-        store.streams_dir.mkdir(parents=True, exist_ok=True)
+        make_directories(store.streams_dir)
         for entry in sorted(store.streams_dir.iterdir()):
             if entry.name.startswith("."):
                 if entry.name.startswith(_CREATING):  # an interrupted creation: never answered
