@@ -1,13 +1,14 @@
 """Simulated power loss: rebuild the data dir from only what fsync made durable.
 
 `DurabilityRecorder` wraps `os.fsync`. Before each real fsync it snapshots what
-that fsync is about to make durable: a file's bytes (by inode), or a
-directory's entries (by the directory's inode, so a renamed directory keeps
-its history). `crash_image` then builds the directory tree a power cut would
-leave: only durably linked names, only durable bytes, and each file's unsynced
-tail dropped, zero-filled or filled with garbage (ext4 delayed allocation,
-ALICE). Under fsync=always the engine must recover every append and every ack
-it answered.
+that fsync is about to make durable: a file's bytes, or a directory's entries,
+both keyed by inode (so a renamed directory keeps its history) and by a
+generation that `os.open(O_CREAT)`/`os.mkdir` bump (inode numbers are reused,
+and a stale directory entry must still find the old file's bytes).
+`crash_image` then builds the directory tree a power cut would leave: only
+durably linked names, only durable bytes, and each file's unsynced tail
+dropped, zero-filled or filled with garbage (ext4 delayed allocation, ALICE).
+Under fsync=always the engine must recover every append and ack it answered.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ REAL_MKDIR = os.mkdir
 
 class DurabilityRecorder:
     def __init__(self) -> None:
-        self.file_bytes: dict[int, bytes] = {}
-        self.dir_entries: dict[int, dict[str, tuple[int, bool]]] = {}
+        self.generation: dict[int, int] = {}
+        self.file_bytes: dict[tuple[int, int], bytes] = {}
+        self.dir_entries: dict[tuple[int, int], dict[str, tuple[tuple[int, int], bool]]] = {}
         self.fsyncs = 0
         self._lock = threading.RLock()  # crash_image mkdirs through the wrapped os.mkdir
 
@@ -43,13 +45,17 @@ class DurabilityRecorder:
             info = os.fstat(fd)
             if info.st_size == 0:  # a new file may reuse a dead file's inode number
                 with self._lock:
-                    self.file_bytes.pop(info.st_ino, None)
+                    self.generation[info.st_ino] = self.generation.get(info.st_ino, 0) + 1
         return fd
+
+    def key(self, ino: int) -> tuple[int, int]:
+        return ino, self.generation.get(ino, 0)
 
     def mkdir(self, path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
         REAL_MKDIR(path, mode, dir_fd=dir_fd)
         with self._lock:
-            self.dir_entries.pop(os.stat(path, dir_fd=dir_fd).st_ino, None)
+            ino = os.stat(path, dir_fd=dir_fd).st_ino
+            self.generation[ino] = self.generation.get(ino, 0) + 1
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(os, "fsync", self.fsync)
@@ -67,24 +73,28 @@ class DurabilityRecorder:
                         entry_info = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue  # renamed away meanwhile: this fsync cannot have made it durable
-                    entries[entry.name] = (entry_info.st_ino, stat.S_ISDIR(entry_info.st_mode))
-                self.dir_entries[info.st_ino] = entries
+                    entries[entry.name] = (self.key(entry_info.st_ino), stat.S_ISDIR(entry_info.st_mode))
+                self.dir_entries[self.key(info.st_ino)] = entries
             else:
                 with open(f"/proc/self/fd/{fd}", "rb") as reopened:  # fd may be write-only
-                    self.file_bytes[info.st_ino] = reopened.read()
+                    self.file_bytes[self.key(info.st_ino)] = reopened.read()
             self.fsyncs += 1
         REAL_FSYNC(fd)
 
     def crash_image(self, root: Path, target: Path, tail: str, rng: random.Random) -> None:
         """Rebuild `root` (whose parent's entry was fsynced) under `target` as a power cut leaves it."""
         with self._lock:
-            current = {}
-            for path in root.rglob("*"):
-                try:
-                    current[path.stat().st_ino] = path
-                except FileNotFoundError:
-                    continue  # renamed away while we looked
-            self._build(root.stat().st_ino, target, current, tail, rng)
+            current: dict[tuple[int, int], Path] = {}
+            for dirpath, _, filenames in os.walk(root):  # os.walk shrugs off dirs renamed meanwhile
+                for filename in filenames:
+                    path = Path(dirpath, filename)
+                    try:
+                        info = path.stat()
+                    except FileNotFoundError:
+                        continue  # renamed away while we looked
+                    if stat.S_ISREG(info.st_mode):  # inode numbers are reused, by directories too
+                        current[self.key(info.st_ino)] = path
+            self._build(self.key(root.stat().st_ino), target, current, tail, rng)
 
     def _build(
         self, dir_ino: int, out: Path, current: dict[int, Path], tail: str, rng: random.Random
@@ -99,8 +109,8 @@ class DurabilityRecorder:
             if (now := current.get(ino)) is not None:
                 try:
                     content = now.read_bytes()
-                except FileNotFoundError:
-                    content = b""
+                except OSError:
+                    content = b""  # gone, or its inode number now names something else
                 if content.startswith(durable):  # the same file, grown since its last fsync
                     unsynced = len(content) - len(durable)
             if tail == "zeros":
@@ -172,7 +182,9 @@ async def test_power_loss_keeps_every_answered_append_and_ack(
                     sequence = stream.resolve(event_id)
                     entry = stream.checkpoint.get(consumer, stream.event_name(sequence))
                     assert entry is not None, f"{target.name}: ack of {event_id} lost"
-                    assert sequence <= entry.position or sequence in entry.acked
+                    assert sequence <= entry.position or sequence in entry.acked, (
+                        f"{target.name}: {stream_name}: ack of sequence {sequence} lost"
+                    )
         finally:
             await restored.close()
 
