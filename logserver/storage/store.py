@@ -108,6 +108,8 @@ class EventStore:
             raise StreamNotFound(f"stream '{name}' does not exist")
         if isinstance(found, CorruptStream):
             raise StreamCorrupt(f"stream '{name}' is damaged: {found.reason}")
+        if found.damage is not None:
+            raise StreamCorrupt(f"stream '{name}' is damaged: {found.damage}")
         return found
 
     async def append(self, stream: str, producer_id: str, body: dict[str, Any]) -> str:
@@ -116,8 +118,7 @@ class EventStore:
         found = self._streams.get(stream)
         if found is None:
             found = await self._create(stream, producer_id)
-        if isinstance(found, CorruptStream):
-            raise StreamCorrupt(f"stream '{stream}' is damaged: {found.reason}")
+        found = self.stream(stream)  # refuses a damaged stream
         if found.owner != producer_id:
             raise StreamLocked("Second writers not allowed")
         return await found.append(producer_id, body)

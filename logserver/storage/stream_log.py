@@ -30,7 +30,7 @@ from .errors import EventNotFound, StorageError, StreamCorrupt
 from .event_id import MAX_SEQUENCE, format_event_id, parse_event_id
 from .group_commit import GroupCommit
 from .metadata import Epoch, StreamMetadata
-from .record import PREFIX_LEN, encode_record
+from .record import PREFIX_LEN, check_line, encode_record
 from .segment import (
     INDEX_SUFFIX,
     Segment,
@@ -83,6 +83,7 @@ class StreamLog:
         self._failure: StorageError | None = None
         self.unsynced = False  # written since the last fsync (interval mode)
         self.last_append_at: str | None = None
+        self.damage: str | None = None  # set when a read finds a bad record: the stream is refused
 
     # ---- opening and recovery -------------------------------------------------------------
 
@@ -235,8 +236,16 @@ class StreamLog:
         return self._segments[bisect_right(self._bases, sequence) - 1]
 
     def read_line(self, sequence: int) -> bytes:
+        """The stored line of `sequence`, checksum verified (bit rot is caught here, not served)."""
         segment = self._segment_for(sequence)
-        return segment.read_line(sequence - segment.base)
+        line = segment.read_line(sequence - segment.base)
+        if not check_line(memoryview(line)[:-1]):
+            self.damage = f"record {sequence} in {segment.path.name} fails its checksum"
+            log.error("stream %r: %s; refusing the stream until repaired", self.name, self.damage)
+            raise StreamCorrupt(
+                f"stream '{self.name}' is damaged: {self.damage}; run 'logserver check --repair'"
+            )
+        return line
 
     def read(self, event_name: str, consumer_id: str, limit: int) -> bytes:
         """The next `limit` unacknowledged events of that name as a JSON array, from stored bytes."""

@@ -162,3 +162,24 @@ async def test_leftover_temp_files_and_half_created_streams_are_ignored(
         assert not half.exists() and not (directory / ".consumers.json.tmp").exists()
     finally:
         await store.close()
+
+
+async def test_bit_rot_behind_a_valid_index_is_refused_at_read_not_served(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    ids, directory = await fill(config, event, 40)
+    first = min(directory.glob("*.log"))
+    assert first.with_suffix(".idx").exists()  # start-up trusts the index and does not rescan
+    data = bytearray(first.read_bytes())
+    data[data.index(b'"payload"') + 3] ^= 0x01
+    first.write_bytes(bytes(data))
+    store = await EventStore.open(config)
+    try:
+        with pytest.raises(StreamCorrupt, match="fails its checksum"):
+            await read_events(store, STREAM, "OrderPlaced", "c")
+        with pytest.raises(StreamCorrupt):
+            await store.append(STREAM, "p", event())  # refused until repaired
+        with pytest.raises(StreamCorrupt):
+            await store.ack(STREAM, "c", ids[0])
+    finally:
+        await store.close()
