@@ -33,3 +33,7 @@ class StorageIOError(StorageError):
 
 class InvalidName(StorageError, ValueError):
     """A stream or event name breaks the naming rules (length, control characters, '/')."""
+
+
+class DataDirInUse(StorageError):
+    """Another process holds the data directory's lock (a server, or a repair)."""

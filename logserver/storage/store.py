@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
@@ -21,7 +22,7 @@ from typing import Any
 
 from .atomic_file import fsync_directory, make_directories
 from .config import FsyncPolicy, StorageConfig
-from .errors import StreamCorrupt, StreamLocked, StreamNotFound
+from .errors import DataDirInUse, StreamCorrupt, StreamLocked, StreamNotFound
 from .metadata import StreamMetadata
 from .names import check_name, check_stream_name, stream_dir_name, stream_name_from_dir
 from .segment import segment_file_name, storage_error
@@ -30,6 +31,7 @@ from .stream_log import StreamLog, utc_now_rfc3339
 log = logging.getLogger("logserver.storage")
 
 STREAMS_DIR = "streams"
+LOCK_FILE = ".lock"
 _CREATING = ".creating-"
 
 
@@ -46,12 +48,14 @@ class EventStore:
         self._streams: dict[str, StreamLog | CorruptStream] = {}
         self._create_lock = asyncio.Lock()
         self._sync_task: asyncio.Task[None] | None = None
+        self._lock_fd: int | None = None
 
     @classmethod
     async def open(cls, config: StorageConfig) -> EventStore:
         """Open (and recover) every stream; returns when the store can serve."""
         store = cls(config)
         make_directories(store.streams_dir)
+        store._lock_fd = lock_data_dir(config.data_dir)
         for entry in sorted(store.streams_dir.iterdir()):
             if entry.name.startswith("."):
                 if entry.name.startswith(_CREATING):  # an interrupted creation: never answered
@@ -87,6 +91,9 @@ class EventStore:
                     await stream.close()
                 except Exception:
                     log.exception("stream %r did not close cleanly", stream.name)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     async def _sync_every_interval(self) -> None:
         interval = self.config.fsync_interval_ms / 1000
@@ -165,6 +172,17 @@ class EventStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         fsync_directory(self.streams_dir)
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold an exclusive flock on `<data>/.lock`: two writers on one data dir would corrupt it."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirInUse(f"data directory {data_dir} is in use by another logserver process") from None
+    return fd
 
 
 def _name_of_damaged(directory: Path) -> str | None:
