@@ -37,3 +37,12 @@ class InvalidName(StorageError, ValueError):
 
 class DataDirInUse(StorageError):
     """Another process holds the data directory's lock (a server, or a repair)."""
+
+
+class SequenceMismatch(StorageError):
+    """An append's expected last sequence is not the stream's (optimistic concurrency)."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"expected sequence {expected}, stream is at {current}")
+        self.expected = expected
+        self.current = current

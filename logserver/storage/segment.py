@@ -71,17 +71,21 @@ class Segment:
             os.close(self._fd)
             self._fd = None
 
-    def append(self, line: bytes) -> None:
-        """Write one record; on failure the file is cut back so it ends with the last good one."""
+    def append(self, lines: list[bytes]) -> None:
+        """Write records in one pwrite; on failure the file is cut back to end with the last good one."""
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
         try:
-            write_all(self.fd, line, self.size)
+            write_all(self.fd, data, self.size)
         except OSError as exc:
             # If even this fails, the next write starts at self.size and overwrites the remnant.
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, self.size)
             raise storage_error(exc, "append") from exc
-        self.offsets.append(self.size)
-        self.size += len(line)
+        offset = self.size
+        for line in lines:
+            self.offsets.append(offset)
+            offset += len(line)
+        self.size = offset
 
     def record_end(self, index: int) -> int:
         return self.offsets[index + 1] if index + 1 < len(self.offsets) else self.size
@@ -128,6 +132,7 @@ def scan_records(
     offsets = segment.offsets
     end = len(data)
     damage: str | None = None
+    batch: tuple[int, list[str]] | None = None  # (its first offset in data, names) while one is open
     while pos < end:
         newline = data.find(b"\n", pos)
         if newline < 0:
@@ -148,14 +153,27 @@ def scan_records(
         if sequence != expected or not isinstance(event_name, str):
             damage = f"record has sequence {sequence}, expected {expected}"
             break
+        more = fields.get("_more")
+        if more is not None and batch is None:
+            batch = (pos, [])
+        if batch is not None:
+            batch[1].append(event_name)
         offsets.append(start + pos)
         sequences = name_sequences.get(event_name)
         if sequences is None:
             sequences = name_sequences[event_name] = array("Q")
         sequences.append(sequence)
         pos = newline + 1
+        if more == "000000":
+            batch = None
+    damage_is_tail = damage is None or not any(check_line(line) for line in data[pos:].split(b"\n")[1:])
+    if batch is not None:  # torn inside a batch: the whole batch goes, or none of it was stored
+        pos, names = batch
+        del offsets[len(offsets) - len(names) :]
+        for event_name in names:
+            name_sequences[event_name].pop()
+        damage = damage or f"incomplete batch of {len(names)} records at the end"
     segment.size = start + pos
     if damage is None:
         return ScanResult(segment.size, None, True)
-    following = data[pos:].split(b"\n")[1:]
-    return ScanResult(segment.size, damage, not any(check_line(line) for line in following))
+    return ScanResult(segment.size, damage, damage_is_tail)

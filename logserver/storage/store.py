@@ -22,7 +22,7 @@ from typing import Any
 
 from .atomic_file import fsync_directory, make_directories
 from .config import FsyncPolicy, StorageConfig
-from .errors import DataDirInUse, StreamCorrupt, StreamLocked, StreamNotFound
+from .errors import DataDirInUse, SequenceMismatch, StreamCorrupt, StreamLocked, StreamNotFound
 from .metadata import StreamMetadata
 from .names import check_name, check_stream_name, stream_dir_name, stream_name_from_dir
 from .segment import segment_file_name, storage_error
@@ -119,16 +119,38 @@ class EventStore:
             raise StreamCorrupt(f"stream '{name}' is damaged: {found.damage}")
         return found
 
-    async def append(self, stream: str, producer_id: str, body: dict[str, Any]) -> str:
+    async def append(
+        self, stream: str, producer_id: str, body: dict[str, Any], expected_last: int | None = None
+    ) -> str:
+        """Append one event; `expected_last` (0 = the stream must not exist) guards against races."""
+        log = await self._writable(stream, producer_id, [body], expected_last)
+        return await log.append(producer_id, body, expected_last)
+
+    async def append_batch(
+        self, stream: str, producer_id: str, bodies: list[dict[str, Any]], expected_last: int | None = None
+    ) -> list[str]:
+        """Append all of `bodies` or none, in one durable step."""
+        log = await self._writable(stream, producer_id, bodies, expected_last)
+        return await log.append_batch(producer_id, bodies, expected_last)
+
+    async def _writable(
+        self, stream: str, producer_id: str, bodies: list[dict[str, Any]], expected_last: int | None
+    ) -> StreamLog:
         check_stream_name(stream)
-        check_name(body["event"]["name"], "event name")
-        found = self._streams.get(stream)
-        if found is None:
-            found = await self._create(stream, producer_id)
-        found = self.stream(stream)  # refuses a damaged stream
-        if found.owner != producer_id:
+        for body in bodies:
+            check_name(body["event"]["name"], "event name")
+        if stream not in self._streams:
+            if expected_last not in (None, 0):
+                raise SequenceMismatch(expected_last, 0)  # nothing is created for a failed guard
+            await self._create(stream, producer_id)
+        log = self.stream(stream)  # refuses a damaged stream
+        if log.owner != producer_id:
             raise StreamLocked("Second writers not allowed")
-        return await found.append(producer_id, body)
+        return log
+
+    async def wait_for_events(self, stream: str, event_name: str, timeout: float) -> bool:
+        """Long-poll: True once an event of that name is appended (and readable) within `timeout`."""
+        return await self.stream(stream).wait_for_events(event_name, timeout)
 
     async def read(self, stream: str, event_name: str, consumer_id: str, limit: int) -> bytes:
         return self.stream(stream).read(event_name, consumer_id, limit)

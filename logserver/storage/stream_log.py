@@ -16,7 +16,7 @@ import os
 import secrets
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,11 @@ import orjson
 from .atomic_file import fsync_directory, remove_temp_files, replace_atomically
 from .checkpoint import CHECKPOINT_FILE, ConsumerCheckpoint, ConsumerPosition
 from .config import FsyncPolicy, StorageConfig
-from .errors import EventNotFound, StorageError, StreamCorrupt
+from .errors import EventNotFound, SequenceMismatch, StorageError, StreamCorrupt
 from .event_id import MAX_SEQUENCE, format_event_id, parse_event_id
 from .group_commit import GroupCommit
 from .metadata import Epoch, StreamMetadata
-from .record import PREFIX_LEN, check_line, encode_record
+from .record import MAX_BATCH, check_line, encode_record, event_start
 from .segment import (
     INDEX_SUFFIX,
     Segment,
@@ -84,6 +84,8 @@ class StreamLog:
         self.unsynced = False  # written since the last fsync (interval mode)
         self.last_append_at: str | None = None
         self.damage: str | None = None  # set when a read finds a bad record: the stream is refused
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}  # long-poll readers by event name
+        self._unannounced: set[str] = set()  # names appended since the last fsync began
 
     # ---- opening and recovery -------------------------------------------------------------
 
@@ -129,46 +131,95 @@ class StreamLog:
     def owner(self) -> str:
         return self.metadata.owner
 
-    async def append(self, producer_id: str, body: dict[str, Any]) -> str:
+    async def append(self, producer_id: str, body: dict[str, Any], expected_last: int | None = None) -> str:
         """Append one event; returns its id once it is as durable as the fsync policy promises."""
-        event_name: str = body["event"]["name"]
+        return (await self._append(producer_id, [body], False, expected_last))[0]
+
+    async def append_batch(
+        self, producer_id: str, bodies: list[dict[str, Any]], expected_last: int | None = None
+    ) -> list[str]:
+        """Append events all or nothing: one write, one durable step, cut whole if a crash tears it."""
+        if not 1 <= len(bodies) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} events")
+        return await self._append(producer_id, bodies, True, expected_last)
+
+    async def _append(
+        self, producer_id: str, bodies: list[dict[str, Any]], batch: bool, expected_last: int | None
+    ) -> list[str]:
         async with self._lock:
             if self._failure is not None:
                 await self._roll_back_to_durable()
+            if expected_last is not None and expected_last != self.next_sequence - 1:
+                raise SequenceMismatch(expected_last, self.next_sequence - 1)
             if self._epoch is None:
                 await self._start_epoch()
             assert self._epoch is not None
             if self._segments[-1].size >= self._segment_bytes:
                 await self._roll()
-            sequence = self.next_sequence
-            if sequence > MAX_SEQUENCE:
+            first = self.next_sequence
+            if first + len(bodies) - 1 > MAX_SEQUENCE:
                 raise StorageError("stream is full: sequence space exhausted")
-            event_id = format_event_id(self._epoch.prefix, sequence)
             received_at = utc_now_rfc3339()
-            line = encode_record(
-                {
+            ids, lines, names = [], [], []
+            for k, body in enumerate(bodies):
+                event_id = format_event_id(self._epoch.prefix, first + k)
+                server_fields = {
                     "eventId": event_id,
                     "stream": self.metadata.name,
-                    "sequence": sequence,
+                    "sequence": first + k,
                     "producerId": producer_id,
                     "receivedAt": received_at,
-                },
-                body,
-            )
-            self._segments[-1].append(line)
-            self._name_sequences.setdefault(event_name, array("Q")).append(sequence)
-            self.next_sequence = sequence + 1
+                }
+                lines.append(encode_record(server_fields, body, len(bodies) - 1 - k if batch else None))
+                ids.append(event_id)
+                names.append(body["event"]["name"])
+            self._segments[-1].append(lines)
+            for k, event_name in enumerate(names):
+                sequences = self._name_sequences.get(event_name)
+                if sequences is None:
+                    sequences = self._name_sequences[event_name] = array("Q")
+                sequences.append(first + k)
+            self.next_sequence = first + len(bodies)
             self.last_append_at = received_at
             if self._policy is not FsyncPolicy.ALWAYS:
                 self.visible_end = self._durable_end = self.next_sequence
                 self.unsynced = True
-                return event_id
+                self._announce(names)
+                return ids
+            self._unannounced.update(names)
             ticket = self._commit.request()
         await self._commit.wait(ticket)
-        return event_id
+        return ids
+
+    def _announce(self, names: Iterable[str]) -> None:
+        """Wake long-poll readers waiting for events of these names."""
+        for event_name in names:
+            for waiter in self._waiters.pop(event_name, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_for_events(self, event_name: str, timeout: float) -> bool:
+        """Wait until an event of that name becomes readable; False when `timeout` passes first."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(event_name, set())
+        waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters.discard(waiter)
+            if not waiters and self._waiters.get(event_name) is waiters:
+                del self._waiters[event_name]
+
+    @property
+    def waiting_readers(self) -> int:
+        return sum(len(w) for w in self._waiters.values())
 
     async def _fsync_active(self) -> None:
         active, end = self._segments[-1], self.next_sequence
+        names, self._unannounced = self._unannounced, set()
         try:
             await asyncio.get_running_loop().run_in_executor(None, active.fsync)
         except OSError as exc:
@@ -177,6 +228,7 @@ class StreamLog:
             raise self._failure from exc
         self._durable_end = max(self._durable_end, end)
         self.visible_end = self._durable_end
+        self._announce(names)
 
     async def _roll_back_to_durable(self) -> None:
         """After a failed fsync: forget every record not known durable, then fsync the cut."""
@@ -259,7 +311,8 @@ class StreamLog:
             if len(parts) >= 2 * limit:
                 break
             parts.append(b",{")
-            parts.append(memoryview(self.read_line(sequence))[PREFIX_LEN:-1])
+            line = self.read_line(sequence)
+            parts.append(memoryview(line)[event_start(line) : -1])
         if not parts:
             return b"[]"
         parts[0] = b"[{"
