@@ -72,6 +72,17 @@ class ConsumerCheckpoint:
                     moved += 1
         return moved
 
+    def move_to_start(self, first_sequence: int) -> int:
+        """After retention: nobody stays positioned before the log's new first sequence."""
+        moved = 0
+        for names in self.positions.values():
+            for entry in names.values():
+                if entry.position < first_sequence - 1:
+                    entry.position = first_sequence - 1
+                    entry.acked = {s for s in entry.acked if s >= first_sequence}
+                    moved += 1
+        return moved
+
     def encode(self) -> bytes:
         return orjson.dumps(
             {

@@ -21,3 +21,7 @@ class StorageConfig:
     fsync: FsyncPolicy = FsyncPolicy.ALWAYS
     fsync_interval_ms: int = 200
     segment_bytes: int = 64 * 1024 * 1024
+    # Defaults for every stream (a stream's own limits win); None keeps everything.
+    retention_max_age_seconds: float | None = None
+    retention_max_bytes: int | None = None
+    retention_check_seconds: float = 60.0

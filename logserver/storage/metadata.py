@@ -26,6 +26,7 @@ class StreamMetadata:
     owner: str
     created_at: str
     epochs: list[Epoch] = field(default_factory=list)
+    retention: dict[str, float] | None = None  # this stream's own maxAgeSeconds / maxBytes
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -34,6 +35,7 @@ class StreamMetadata:
                 "owner": self.owner,
                 "createdAt": self.created_at,
                 "epochs": [[f"{e.prefix:016x}", e.first_sequence] for e in self.epochs],
+                "retention": self.retention,
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -42,7 +44,7 @@ class StreamMetadata:
     def decode(cls, data: bytes) -> StreamMetadata:
         raw = orjson.loads(data)
         epochs = [Epoch(int(prefix, 16), first) for prefix, first in raw.get("epochs", [])]
-        return cls(raw["name"], raw["owner"], raw["createdAt"], epochs)
+        return cls(raw["name"], raw["owner"], raw["createdAt"], epochs, raw.get("retention"))
 
     @classmethod
     def load(cls, directory: Path) -> StreamMetadata:

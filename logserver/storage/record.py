@@ -30,7 +30,6 @@ MAX_BATCH = 999_999
 SERVER_FIELDS = frozenset(("_crc", "_more", "eventId", "stream", "sequence", "producerId", "receivedAt"))
 
 
-
 def encode_record(server_fields: dict[str, Any], body: dict[str, Any], more: int | None = None) -> bytes:
     """The line for one event; server fields win over same-named keys of the body.
 
@@ -65,4 +64,3 @@ def check_line(line: bytes | memoryview) -> bool:
     except ValueError:
         return False
     return zlib.crc32(line[PREFIX_LEN:]) == expected
-

@@ -48,6 +48,7 @@ class EventStore:
         self._streams: dict[str, StreamLog | CorruptStream] = {}
         self._create_lock = asyncio.Lock()
         self._sync_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
 
     @classmethod
@@ -65,6 +66,7 @@ class EventStore:
                 store._open_stream(entry)
         if config.fsync is FsyncPolicy.INTERVAL:
             store._sync_task = asyncio.create_task(store._sync_every_interval())
+        store._retention_task = asyncio.create_task(store._retain_periodically())
         return store
 
     def _open_stream(self, directory: Path) -> None:
@@ -81,10 +83,11 @@ class EventStore:
         self._streams[stream.name] = stream
 
     async def close(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
+        for task in (self._sync_task, self._retention_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for stream in self._streams.values():
             if isinstance(stream, StreamLog):
                 try:
@@ -105,6 +108,51 @@ class EventStore:
                         await stream.sync()
                     except OSError as exc:
                         log.error("stream %r: interval fsync failed: %s", stream.name, exc)
+
+    async def _retain_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.retention_check_seconds)
+            try:
+                await self.apply_retention()
+            except Exception:
+                log.exception("retention pass failed")
+
+    async def apply_retention(self) -> int:
+        """One retention pass over every stream; returns the number of segments deleted."""
+        removed = 0
+        for stream in list(self._streams.values()):
+            if isinstance(stream, StreamLog) and stream.damage is None:
+                removed += await stream.apply_retention(
+                    self.config.retention_max_age_seconds, self.config.retention_max_bytes
+                )
+        return removed
+
+    async def set_retention(self, stream: str, max_age_seconds: float | None, max_bytes: int | None) -> None:
+        """A stream's own limits (None for both: follow the server-wide ones)."""
+        target = self.stream(stream)
+        limits: dict[str, float] = {}
+        if max_age_seconds is not None:
+            limits["maxAgeSeconds"] = max_age_seconds
+        if max_bytes is not None:
+            limits["maxBytes"] = max_bytes
+        target.metadata.retention = limits or None
+        try:
+            await asyncio.to_thread(target.metadata.save, target.directory)
+        except OSError as exc:
+            raise storage_error(exc, "metadata write") from exc
+
+    def describe_streams(self) -> list[dict[str, Any]]:
+        """Every stream's facts, damaged ones included (flagged, with the reason)."""
+        out: list[dict[str, Any]] = []
+        for name in sorted(self._streams):
+            found = self._streams[name]
+            if isinstance(found, CorruptStream):
+                out.append({"name": name, "damaged": found.reason})
+            elif found.damage is not None:
+                out.append({"name": name, "damaged": found.damage})
+            else:
+                out.append(found.describe())
+        return out
 
     # ---- the three operations ------------------------------------------------------------------
 

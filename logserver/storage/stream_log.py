@@ -15,9 +15,9 @@ import logging
 import os
 import secrets
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,15 @@ _NO_ACKS: frozenset[int] = frozenset()
 
 def utc_now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_array(parts: list[bytes | memoryview]) -> bytes:
+    """Join `,{`-prefixed event parts into one JSON array."""
+    if not parts:
+        return b"[]"
+    parts[0] = b"[{"
+    parts.append(b"]")
+    return b"".join(parts)
 
 
 def create_segment_file(directory: Path, base: int) -> Segment:
@@ -313,11 +322,7 @@ class StreamLog:
             parts.append(b",{")
             line = self.read_line(sequence)
             parts.append(memoryview(line)[event_start(line) : -1])
-        if not parts:
-            return b"[]"
-        parts[0] = b"[{"
-        parts.append(b"]")
-        return b"".join(parts)
+        return _json_array(parts)
 
     def _unacked(self, sequences: array[int], after: int, acked: set[int] | frozenset[int]) -> Iterator[int]:
         end = self.visible_end
@@ -365,6 +370,158 @@ class StreamLog:
             entry.acked.remove(sequences[i])
             entry.position = sequences[i]
             i += 1
+
+    # ---- browsing, listing, seeking ---------------------------------------------------------
+
+    def history(
+        self, from_sequence: int, limit: int, event_name: str | None = None, to_sequence: int | None = None
+    ) -> tuple[bytes, int | None]:
+        """Events from `from_sequence` on, touching no consumer; returns the page and the next start."""
+        end = self.visible_end if to_sequence is None else min(self.visible_end, to_sequence + 1)
+        start = max(from_sequence, self.first_sequence)
+        if event_name is None:
+            sequences: Iterable[int] = range(start, end)
+        else:
+            named = self._name_sequences.get(event_name, array("Q"))
+            sequences = (named[i] for i in range(bisect_left(named, start), bisect_left(named, end)))
+        parts: list[bytes | memoryview] = []
+        for sequence in sequences:
+            if len(parts) >= 2 * limit:
+                return _json_array(parts), sequence  # a full page: where the next one starts
+            line = self.read_line(sequence)
+            parts.append(b",{")
+            parts.append(memoryview(line)[event_start(line) : -1])
+        return _json_array(parts), None
+
+    def received_at(self, sequence: int) -> str:
+        value: str = orjson.loads(self.read_line(sequence))["receivedAt"]
+        return value
+
+    def sequence_at_time(self, when: datetime) -> int:
+        """The first sequence received at or after `when` (binary search: receivedAt is monotonic
+        except across a clock step back, where the answer is approximate)."""
+        target = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lo, hi = self.first_sequence, self.visible_end
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.received_at(mid) < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    @property
+    def first_sequence(self) -> int:
+        return self._segments[0].base
+
+    def describe(self, per_name: bool = False) -> dict[str, Any]:
+        first, end = self.first_sequence, self.visible_end
+        last_append = self.last_append_at
+        if last_append is None and end > first:
+            last_append = self.received_at(end - 1)
+        info: dict[str, Any] = {
+            "name": self.name,
+            "owner": self.owner,
+            "createdAt": self.metadata.created_at,
+            "eventCount": end - first,
+            "bytes": sum(segment.size for segment in self._segments),
+            "segments": len(self._segments),
+            "firstSequence": first,
+            "lastSequence": end - 1,
+            "lastAppendAt": last_append,
+            "consumers": len(self.checkpoint.positions),
+        }
+        if self.metadata.retention:
+            info["retention"] = self.metadata.retention
+        if per_name:
+            info["eventNames"] = {
+                name: n
+                for name, seqs in sorted(self._name_sequences.items())
+                if (n := bisect_left(seqs, end))
+            }
+        return info
+
+    def consumer_lag(self) -> list[dict[str, Any]]:
+        """Per consumer and event name: where it is and how far behind (the reference server's view)."""
+        rows = []
+        for consumer, names in sorted(self.checkpoint.positions.items()):
+            for event_name, entry in sorted(names.items()):
+                sequences = self._name_sequences.get(event_name, array("Q"))
+                total = bisect_left(sequences, self.visible_end)
+                acknowledged = bisect_right(sequences, entry.position) + len(entry.acked)
+                rows.append(
+                    {
+                        "consumer": consumer,
+                        "eventName": event_name,
+                        "position": entry.position,
+                        "acknowledged": acknowledged,
+                        "acknowledgedOutOfOrder": len(entry.acked),
+                        "behind": total - acknowledged,
+                        "consumedPercentage": round(100.0 * acknowledged / total, 2) if total else 100.0,
+                    }
+                )
+        return rows
+
+    async def seek(self, consumer_id: str, next_sequence: int, event_name: str | None = None) -> int:
+        """Deliver from `next_sequence` on (replay or skip): acks above the new position are forgotten.
+
+        Applies to one event name, or to every name of the stream. Returns the new position.
+        """
+        position = min(max(next_sequence, self.first_sequence), self.visible_end) - 1
+        names = [event_name] if event_name is not None else list(self._name_sequences)
+        for name in names:
+            entry = self.checkpoint.get_or_create(consumer_id, name)
+            entry.position = position
+            entry.acked.clear()
+        await self.checkpoint.commit.wait(self.checkpoint.commit.request())
+        return position
+
+    # ---- retention ------------------------------------------------------------------------------
+
+    async def apply_retention(self, max_age_seconds: float | None, max_bytes: int | None) -> int:
+        """Delete whole sealed segments that fall out of the limits; returns how many went.
+
+        The stream's own limits (metadata) win over the server-wide ones passed in.
+        Consumers positioned before the new first sequence move to it.
+        """
+        own = self.metadata.retention or {}
+        age_limit = own.get("maxAgeSeconds", max_age_seconds)
+        size_limit = own.get("maxBytes", max_bytes)
+        if age_limit is None and size_limit is None:
+            return 0
+        async with self._lock:
+            cutoff = None
+            if age_limit is not None:
+                cutoff = (datetime.now(UTC) - timedelta(seconds=age_limit)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            total = sum(segment.size for segment in self._segments)
+            drop = 0
+            for segment in self._segments[:-1]:  # never the active segment
+                too_big = size_limit is not None and total > size_limit
+                too_old = cutoff is not None and self.received_at(segment.end_sequence - 1) < cutoff
+                if not (too_big or too_old):
+                    break
+                drop += 1
+                total -= segment.size
+            if not drop:
+                return 0
+            gone = self._segments[:drop]
+            del self._segments[:drop]
+            del self._bases[:drop]
+            first = self.first_sequence
+            for sequences in self._name_sequences.values():
+                del sequences[: bisect_left(sequences, first)]
+            moved = self.checkpoint.move_to_start(first)
+            for segment in gone:  # oldest first: a crash midway leaves a contiguous log
+                segment.close()
+                segment.path.with_suffix(INDEX_SUFFIX).unlink(missing_ok=True)
+                segment.path.unlink()
+            await asyncio.to_thread(fsync_directory, self.directory)
+            log.info(
+                "stream %r: retention removed %d segments; first sequence is now %d", self.name, drop, first
+            )
+        if moved:
+            await self.checkpoint.commit.wait(self.checkpoint.commit.request())
+        return drop
 
     # ---- syncing and closing ------------------------------------------------------------------
 

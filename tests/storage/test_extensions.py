@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from logserver.storage import EventStore, StorageConfig
-from logserver.storage.errors import SequenceMismatch, StorageFull, StreamLocked, StreamNotFound
+from logserver.storage.errors import (
+    EventNotFound,
+    SequenceMismatch,
+    StorageFull,
+    StreamLocked,
+    StreamNotFound,
+)
 
 Reader = Callable[..., Awaitable[list[dict[str, Any]]]]
 STREAM = "batches"
@@ -115,3 +124,103 @@ async def test_thousands_of_waiters_are_woken_by_one_append(
     await store.append(STREAM, "p", event("A"))
     assert all(await asyncio.gather(*waiters))
     assert store.stream(STREAM).waiting_readers == 0
+
+
+async def test_history_pages_without_touching_consumers(
+    store: EventStore, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    ids = [await store.append(STREAM, "p", event("A" if i % 2 else "B", i=i)) for i in range(25)]
+    stream = store.stream(STREAM)
+    page, next_start = stream.history(1, 10)
+    assert [e["eventId"] for e in orjson.loads(page)] == ids[:10] and next_start == 11
+    page, next_start = stream.history(11, 10, event_name="A")
+    assert [e["payload"]["i"] for e in orjson.loads(page)] == [11, 13, 15, 17, 19, 21, 23]
+    assert next_start is None
+    page, _ = stream.history(5, 100, to_sequence=7)
+    assert [e["sequence"] for e in orjson.loads(page)] == [5, 6, 7]
+    assert len(await read_events(store, STREAM, "A", "c")) == 12  # no consumer moved
+    assert stream.sequence_at_time(datetime(2000, 1, 1, tzinfo=UTC)) == 1
+    assert stream.sequence_at_time(datetime.now(UTC) + timedelta(days=1)) == 26
+    middle = datetime.fromisoformat(stream.received_at(13).replace("Z", "+00:00"))
+    assert stream.received_at(stream.sequence_at_time(middle)) == stream.received_at(13)
+
+
+async def test_describe_and_consumer_lag(store: EventStore, event: Callable[..., dict[str, Any]]) -> None:
+    ids = [await store.append(STREAM, "owner", event("A" if i % 4 else "B", i=i)) for i in range(8)]
+    await store.ack(STREAM, "c", ids[1])
+    await store.ack(STREAM, "c", ids[3])  # out of order: 2 is not acked
+    info = store.stream(STREAM).describe(per_name=True)
+    assert info["eventCount"] == 8 and info["firstSequence"] == 1 and info["lastSequence"] == 8
+    assert info["owner"] == "owner" and info["eventNames"] == {"A": 6, "B": 2} and info["bytes"] > 0
+    [row] = store.stream(STREAM).consumer_lag()
+    assert row == {
+        "consumer": "c",
+        "eventName": "A",
+        "position": 2,
+        "acknowledged": 2,
+        "acknowledgedOutOfOrder": 1,
+        "behind": 4,
+        "consumedPercentage": 33.33,
+    }
+    assert [s["name"] for s in store.describe_streams()] == [STREAM]
+
+
+async def test_seek_replays_and_skips(
+    store: EventStore, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    ids = [await store.append(STREAM, "p", event(i=i)) for i in range(6)]
+    for event_id in ids[:4]:
+        await store.ack(STREAM, "c", event_id)
+    stream = store.stream(STREAM)
+    assert await stream.seek("c", 1) == 0  # replay from the start
+    assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")] == ids
+    assert await stream.seek("c", stream.visible_end) == 6  # the end: nothing to deliver
+    assert await read_events(store, STREAM, "OrderPlaced", "c") == []
+    await stream.seek("c", 5, "OrderPlaced")
+    assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")] == ids[4:]
+
+
+async def test_retention_deletes_whole_old_segments_and_moves_consumers(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    store = await EventStore.open(config)
+    ids = [await store.append(STREAM, "p", event(i=i)) for i in range(60)]
+    await store.ack(STREAM, "c", ids[0])
+    stream = store.stream(STREAM)
+    segments_before = len(stream.segments)
+    await store.set_retention(STREAM, None, 3 * config.segment_bytes)
+    assert await store.apply_retention() > 0
+    first = stream.first_sequence
+    assert first > 1 and len(stream.segments) < segments_before
+    assert sum(s.size for s in stream.segments) <= 3 * config.segment_bytes + stream.segments[-1].size
+    assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")] == ids[first - 1 :]
+    entry = stream.checkpoint.get("c", "OrderPlaced")
+    assert entry is not None and entry.position == first - 1
+    with pytest.raises(EventNotFound):
+        await store.ack(STREAM, "c", ids[0])
+    assert stream.describe()["firstSequence"] == first and stream.describe()["eventCount"] == 61 - first
+    await store.close()
+    store = await EventStore.open(config)  # the log starts later after a restart too
+    try:
+        assert store.stream(STREAM).first_sequence == first
+        assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "x")] == ids[
+            first - 1 :
+        ]
+    finally:
+        await store.close()
+
+
+async def test_retention_by_age(tmp_path: Path, event: Callable[..., dict[str, Any]]) -> None:
+    config = StorageConfig(tmp_path, segment_bytes=2048, retention_max_age_seconds=0.2)
+    store = await EventStore.open(config)
+    try:
+        for i in range(30):
+            await store.append(STREAM, "p", event(i=i))
+        assert await store.apply_retention() == 0  # all young
+        await asyncio.sleep(0.3)
+        await store.append(STREAM, "p", event(i=99))
+        removed = await store.apply_retention()
+        stream = store.stream(STREAM)
+        assert removed > 0 and len(stream.segments) == 1  # only the active segment is kept
+    finally:
+        await store.close()
