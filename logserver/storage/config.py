@@ -25,3 +25,4 @@ class StorageConfig:
     retention_max_age_seconds: float | None = None
     retention_max_bytes: int | None = None
     retention_check_seconds: float = 60.0
+    idempotency_window_seconds: float = 120.0  # how long an Idempotency-Key is remembered

@@ -18,6 +18,7 @@ or nothing even when a crash tears it.
 from __future__ import annotations
 
 import zlib
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,7 +28,14 @@ PREFIX_LEN = len(PREFIX) + 8 + 2  # prefix, 8 hex digits, '",'
 MORE_MEMBER = b'"_more":"'
 MORE_LEN = len(MORE_MEMBER) + 6 + 2  # member name, 6 digits, '",'
 MAX_BATCH = 999_999
-SERVER_FIELDS = frozenset(("_crc", "_more", "eventId", "stream", "sequence", "producerId", "receivedAt"))
+SERVER_FIELDS = frozenset(
+    ("_crc", "_more", "eventId", "stream", "sequence", "producerId", "receivedAt", "idempotencyKey")
+)
+
+
+def rfc3339(moment: datetime) -> str:
+    """`receivedAt`'s fixed-width UTC form, so times compare as strings."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def encode_record(server_fields: dict[str, Any], body: dict[str, Any], more: int | None = None) -> bytes:

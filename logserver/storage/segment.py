@@ -20,6 +20,7 @@ import orjson
 
 from .atomic_file import write_all
 from .errors import StorageFull, StorageIOError
+from .idempotency import IdempotencyKeys
 from .record import check_line
 
 LOG_SUFFIX = ".log"
@@ -116,12 +117,16 @@ class ScanResult:
 
 
 def scan_records(
-    segment: Segment, data: bytes, start: int, name_sequences: dict[str, array[int]]
+    segment: Segment,
+    data: bytes,
+    start: int,
+    name_sequences: dict[str, array[int]],
+    keys: IdempotencyKeys | None = None,
 ) -> ScanResult:
     """Verify records in `data` (the file from byte `start`), indexing good ones.
 
     Each good record's offset goes to `segment.offsets`, its sequence to
-    `name_sequences[its event name]`.
+    `name_sequences[its event name]`, its idempotency key (if any) to `keys`.
 
     Stops at the first record that is torn, fails its checksum, does not parse or
     is out of sequence, and reports whether any good record follows it: only
@@ -133,6 +138,7 @@ def scan_records(
     end = len(data)
     damage: str | None = None
     batch: tuple[int, list[str]] | None = None  # (its first offset in data, names) while one is open
+    keyed: list[tuple[str, int, str]] = []
     while pos < end:
         newline = data.find(b"\n", pos)
         if newline < 0:
@@ -163,6 +169,8 @@ def scan_records(
         if sequences is None:
             sequences = name_sequences[event_name] = array("Q")
         sequences.append(sequence)
+        if (key := fields.get("idempotencyKey")) is not None:
+            keyed.append((key, sequence, fields.get("receivedAt", "")))
         pos = newline + 1
         if more == "000000":
             batch = None
@@ -173,6 +181,11 @@ def scan_records(
         for event_name in names:
             name_sequences[event_name].pop()
         damage = damage or f"incomplete batch of {len(names)} records at the end"
+    if keys is not None:
+        kept_end = segment.end_sequence
+        for key, sequence, received_at in keyed:
+            if sequence < kept_end:
+                keys.note_record(key, sequence, received_at)
     segment.size = start + pos
     if damage is None:
         return ScanResult(segment.size, None, True)

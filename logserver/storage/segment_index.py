@@ -42,8 +42,11 @@ def _from_le(typecode: str, data: bytes | memoryview) -> array[int]:
     return arr
 
 
-def encode_index(segment: Segment, name_sequences: dict[str, array[int]]) -> bytes:
-    """The index of `segment`; `name_sequences` are the stream's, cut to this segment's range."""
+def encode_index(
+    segment: Segment, name_sequences: dict[str, array[int]], keys: list[list[object]] | None = None
+) -> bytes:
+    """The index of `segment`; `name_sequences` are the stream's, cut to this segment's range;
+    `keys` the idempotency keys whose records start in it."""
     names, per_name = [], []
     for name, sequences in name_sequences.items():
         lo = bisect_left(sequences, segment.base)
@@ -58,6 +61,7 @@ def encode_index(segment: Segment, name_sequences: dict[str, array[int]]) -> byt
             "size": segment.size,
             "names": names,
             "counts": [len(seqs) for seqs in per_name],
+            "keys": keys or [],
         }
     )
     parts = [MAGIC, _U32.pack(len(header)), header, _to_le(segment.offsets)]
@@ -72,6 +76,7 @@ class LoadedIndex:
     names: list[str]
     name_sequences: list[array[int]]
     size: int
+    keys: list[list[object]]
 
 
 class IndexUnusable(ValueError):
@@ -100,4 +105,4 @@ def decode_index(data: bytes, base: int) -> LoadedIndex:
         pos += 8 * n
     if pos != len(view) or len(offsets) != count:
         raise IndexUnusable("length mismatch")
-    return LoadedIndex(offsets, list(header["names"]), sequences, header["size"])
+    return LoadedIndex(offsets, list(header["names"]), sequences, header["size"], header.get("keys", []))

@@ -168,25 +168,43 @@ class EventStore:
         return found
 
     async def append(
-        self, stream: str, producer_id: str, body: dict[str, Any], expected_last: int | None = None
+        self,
+        stream: str,
+        producer_id: str,
+        body: dict[str, Any],
+        expected_last: int | None = None,
+        key: str | None = None,
     ) -> str:
-        """Append one event; `expected_last` (0 = the stream must not exist) guards against races."""
-        log = await self._writable(stream, producer_id, [body], expected_last)
-        return await log.append(producer_id, body, expected_last)
+        """Append one event. `expected_last` (0 = the stream must not exist) guards against races;
+        a `key` seen within the idempotency window returns the first attempt's id instead."""
+        target = await self._writable(stream, producer_id, [body], expected_last, key)
+        return await target.append(producer_id, body, expected_last, key)
 
     async def append_batch(
-        self, stream: str, producer_id: str, bodies: list[dict[str, Any]], expected_last: int | None = None
+        self,
+        stream: str,
+        producer_id: str,
+        bodies: list[dict[str, Any]],
+        expected_last: int | None = None,
+        key: str | None = None,
     ) -> list[str]:
         """Append all of `bodies` or none, in one durable step."""
-        log = await self._writable(stream, producer_id, bodies, expected_last)
-        return await log.append_batch(producer_id, bodies, expected_last)
+        target = await self._writable(stream, producer_id, bodies, expected_last, key)
+        return await target.append_batch(producer_id, bodies, expected_last, key)
 
     async def _writable(
-        self, stream: str, producer_id: str, bodies: list[dict[str, Any]], expected_last: int | None
+        self,
+        stream: str,
+        producer_id: str,
+        bodies: list[dict[str, Any]],
+        expected_last: int | None,
+        key: str | None,
     ) -> StreamLog:
         check_stream_name(stream)
         for body in bodies:
             check_name(body["event"]["name"], "event name")
+        if key is not None:
+            check_name(key, "idempotency key")
         if stream not in self._streams:
             if expected_last not in (None, 0):
                 raise SequenceMismatch(expected_last, 0)  # nothing is created for a failed guard

@@ -29,8 +29,9 @@ from .config import FsyncPolicy, StorageConfig
 from .errors import EventNotFound, SequenceMismatch, StorageError, StreamCorrupt
 from .event_id import MAX_SEQUENCE, format_event_id, parse_event_id
 from .group_commit import GroupCommit
+from .idempotency import IdempotencyKeys
 from .metadata import Epoch, StreamMetadata
-from .record import MAX_BATCH, check_line, encode_record, event_start
+from .record import MAX_BATCH, check_line, encode_record, event_start, rfc3339
 from .segment import (
     INDEX_SUFFIX,
     Segment,
@@ -47,7 +48,7 @@ _NO_ACKS: frozenset[int] = frozenset()
 
 
 def utc_now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(datetime.now(UTC))
 
 
 def _json_array(parts: list[bytes | memoryview]) -> bytes:
@@ -73,9 +74,11 @@ class StreamLog:
         segments: list[Segment],
         name_sequences: dict[str, array[int]],
         checkpoint: ConsumerCheckpoint,
+        keys: IdempotencyKeys,
         config: StorageConfig,
     ) -> None:
         self.directory = directory
+        self.keys = keys
         self.metadata = metadata
         self.checkpoint = checkpoint
         self._segments = segments
@@ -114,6 +117,7 @@ class StreamLog:
             paths = [(1, directory / segment_file_name(1))]
         segments: list[Segment] = []
         name_sequences: dict[str, array[int]] = {}
+        keys = IdempotencyKeys(config.idempotency_window_seconds)
         for i, (base, path) in enumerate(paths):
             if segments and base != segments[-1].end_sequence:
                 raise StreamCorrupt(
@@ -121,10 +125,11 @@ class StreamLog:
                     f"expected {segments[-1].end_sequence}: records are missing"
                 )
             segment = Segment(path, base)
-            _load_segment(segment, name_sequences, is_last=i == len(paths) - 1, name=metadata.name)
+            _load_segment(segment, name_sequences, keys, is_last=i == len(paths) - 1, name=metadata.name)
             segments.append(segment)
         checkpoint = ConsumerCheckpoint.load(directory / CHECKPOINT_FILE, config.fsync is FsyncPolicy.ALWAYS)
-        stream = cls(directory, metadata, segments, name_sequences, checkpoint, config)
+        keys.expire()
+        stream = cls(directory, metadata, segments, name_sequences, checkpoint, keys, config)
         moved = checkpoint.clamp(stream.next_sequence - 1)
         if moved:
             log.warning("stream %r: %d consumer positions clamped to the log end", metadata.name, moved)
@@ -140,24 +145,44 @@ class StreamLog:
     def owner(self) -> str:
         return self.metadata.owner
 
-    async def append(self, producer_id: str, body: dict[str, Any], expected_last: int | None = None) -> str:
+    async def append(
+        self, producer_id: str, body: dict[str, Any], expected_last: int | None = None, key: str | None = None
+    ) -> str:
         """Append one event; returns its id once it is as durable as the fsync policy promises."""
-        return (await self._append(producer_id, [body], False, expected_last))[0]
+        return (await self._append(producer_id, [body], False, expected_last, key))[0]
 
     async def append_batch(
-        self, producer_id: str, bodies: list[dict[str, Any]], expected_last: int | None = None
+        self,
+        producer_id: str,
+        bodies: list[dict[str, Any]],
+        expected_last: int | None = None,
+        key: str | None = None,
     ) -> list[str]:
         """Append events all or nothing: one write, one durable step, cut whole if a crash tears it."""
         if not 1 <= len(bodies) <= MAX_BATCH:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH} events")
-        return await self._append(producer_id, bodies, True, expected_last)
+        return await self._append(producer_id, bodies, True, expected_last, key)
 
     async def _append(
-        self, producer_id: str, bodies: list[dict[str, Any]], batch: bool, expected_last: int | None
+        self,
+        producer_id: str,
+        bodies: list[dict[str, Any]],
+        batch: bool,
+        expected_last: int | None,
+        key: str | None,
     ) -> list[str]:
         async with self._lock:
             if self._failure is not None:
                 await self._roll_back_to_durable()
+            seen = self.keys.get(key) if key is not None else None
+            if seen is not None:  # a retry: answer what the first attempt appended, append nothing
+                last = seen.first_sequence + seen.count - 1
+                ids = [self.event_id(s) for s in range(seen.first_sequence, last + 1)]
+                ticket = self._commit.requested if last >= self.visible_end else 0
+        if seen is not None:
+            await self._commit.wait(ticket)
+            return ids
+        async with self._lock:
             if expected_last is not None and expected_last != self.next_sequence - 1:
                 raise SequenceMismatch(expected_last, self.next_sequence - 1)
             if self._epoch is None:
@@ -172,13 +197,15 @@ class StreamLog:
             ids, lines, names = [], [], []
             for k, body in enumerate(bodies):
                 event_id = format_event_id(self._epoch.prefix, first + k)
-                server_fields = {
+                server_fields: dict[str, Any] = {
                     "eventId": event_id,
                     "stream": self.metadata.name,
                     "sequence": first + k,
                     "producerId": producer_id,
                     "receivedAt": received_at,
                 }
+                if key is not None:
+                    server_fields["idempotencyKey"] = key
                 lines.append(encode_record(server_fields, body, len(bodies) - 1 - k if batch else None))
                 ids.append(event_id)
                 names.append(body["event"]["name"])
@@ -190,6 +217,8 @@ class StreamLog:
                 sequences.append(first + k)
             self.next_sequence = first + len(bodies)
             self.last_append_at = received_at
+            if key is not None:
+                self.keys.add(key, first, len(bodies), received_at)
             if self._policy is not FsyncPolicy.ALWAYS:
                 self.visible_end = self._durable_end = self.next_sequence
                 self.unsynced = True
@@ -248,6 +277,7 @@ class StreamLog:
             while sequences and sequences[-1] >= self._durable_end:
                 sequences.pop()
         self.next_sequence = self._durable_end
+        self.keys.forget_from(self._durable_end)
         try:
             await asyncio.get_running_loop().run_in_executor(None, active.fsync)
         except OSError as exc:
@@ -283,7 +313,7 @@ class StreamLog:
             raise storage_error(exc, "segment roll") from exc
         self._segments.append(new)
         self._bases.append(new.base)
-        index = encode_index(old, self._name_sequences)
+        index = encode_index(old, self._name_sequences, self.keys.in_range(old.base, old.end_sequence))
         try:
             await asyncio.to_thread(replace_atomically, old.path.with_suffix(INDEX_SUFFIX), index)
         except OSError as exc:
@@ -344,6 +374,11 @@ class StreamLog:
                 return sequence
         raise EventNotFound(f"event '{event_id}' does not exist in stream '{self.name}'")
 
+    def event_id(self, sequence: int) -> str:
+        """The id of a stored event: its sequence under the epoch it was appended in."""
+        epoch = next(e for e in reversed(self.metadata.epochs) if e.first_sequence <= sequence)
+        return format_event_id(epoch.prefix, sequence)
+
     def event_name(self, sequence: int) -> str:
         """Read from the record itself: a per-event name array would cost 4 bytes per event."""
         name: str = orjson.loads(self.read_line(sequence))["event"]["name"]
@@ -400,7 +435,7 @@ class StreamLog:
     def sequence_at_time(self, when: datetime) -> int:
         """The first sequence received at or after `when` (binary search: receivedAt is monotonic
         except across a clock step back, where the answer is approximate)."""
-        target = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        target = rfc3339(when)
         lo, hi = self.first_sequence, self.visible_end
         while lo < hi:
             mid = (lo + hi) // 2
@@ -492,7 +527,7 @@ class StreamLog:
         async with self._lock:
             cutoff = None
             if age_limit is not None:
-                cutoff = (datetime.now(UTC) - timedelta(seconds=age_limit)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                cutoff = rfc3339(datetime.now(UTC) - timedelta(seconds=age_limit))
             total = sum(segment.size for segment in self._segments)
             drop = 0
             for segment in self._segments[:-1]:  # never the active segment
@@ -544,7 +579,8 @@ class StreamLog:
             await loop.run_in_executor(None, active.fsync)
             await loop.run_in_executor(None, self.checkpoint.sync)
             if active.count:
-                index = encode_index(active, self._name_sequences)
+                keys = self.keys.in_range(active.base, active.end_sequence)
+                index = encode_index(active, self._name_sequences, keys)
                 await asyncio.to_thread(replace_atomically, active.path.with_suffix(INDEX_SUFFIX), index)
             for segment in self._segments:
                 segment.close()
@@ -563,7 +599,9 @@ class StreamLog:
         return self.next_sequence - self._segments[0].base
 
 
-def _load_segment(segment: Segment, name_sequences: dict[str, array[int]], is_last: bool, name: str) -> None:
+def _load_segment(
+    segment: Segment, name_sequences: dict[str, array[int]], keys: IdempotencyKeys, is_last: bool, name: str
+) -> None:
     """Fill a segment's arrays from its persisted index, scanning only what the index lacks.
 
     A sealed segment must match its index or scan clean; the last segment may
@@ -575,6 +613,8 @@ def _load_segment(segment: Segment, name_sequences: dict[str, array[int]], is_la
         segment.offsets, segment.size = index.offsets, index.size
         for event_name, sequences in zip(index.names, index.name_sequences, strict=True):
             name_sequences.setdefault(event_name, array("Q")).extend(sequences)
+        for key, first, count, received_at in index.keys:
+            keys.add(str(key), int(first), int(count), str(received_at))  # type: ignore[call-overload]
         start = index.size
     else:
         start = 0
@@ -583,10 +623,10 @@ def _load_segment(segment: Segment, name_sequences: dict[str, array[int]], is_la
     with open(segment.path, "rb") as f:
         f.seek(start)
         data = f.read()
-    result = scan_records(segment, data, start, name_sequences)
+    result = scan_records(segment, data, start, name_sequences, keys)
     if result.damage is None:
         if not is_last:
-            _write_index(segment, name_sequences, name)
+            _write_index(segment, name_sequences, keys, name)
         return
     where = f"{segment.path.name} at byte {result.valid_end}"
     if not is_last or not result.damage_is_tail:
@@ -615,8 +655,11 @@ def _try_index(segment: Segment) -> LoadedIndex | None:
         return None
 
 
-def _write_index(segment: Segment, name_sequences: dict[str, array[int]], name: str) -> None:
+def _write_index(
+    segment: Segment, name_sequences: dict[str, array[int]], keys: IdempotencyKeys, name: str
+) -> None:
+    index = encode_index(segment, name_sequences, keys.in_range(segment.base, segment.end_sequence))
     try:
-        replace_atomically(segment.path.with_suffix(INDEX_SUFFIX), encode_index(segment, name_sequences))
+        replace_atomically(segment.path.with_suffix(INDEX_SUFFIX), index)
     except OSError as exc:
         log.warning("stream %r: could not write index of %s: %s", name, segment.path.name, exc)

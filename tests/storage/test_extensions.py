@@ -224,3 +224,47 @@ async def test_retention_by_age(tmp_path: Path, event: Callable[..., dict[str, A
         assert removed > 0 and len(stream.segments) == 1  # only the active segment is kept
     finally:
         await store.close()
+
+
+async def test_idempotency_key_returns_the_first_id_and_appends_nothing(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    store = await EventStore.open(config)
+    first = await store.append(STREAM, "p", event(i=0), key="order-42")
+    assert await store.append(STREAM, "p", event(i=1), key="order-42") == first
+    batch = await store.append_batch(STREAM, "p", [event(i=2), event(i=3)], key="batch-7")
+    assert await store.append_batch(STREAM, "p", [event(i=9)], key="batch-7") == batch
+    for i in range(40):  # roll segments: the keys must survive in sealed segments' indexes
+        await store.append(STREAM, "p", event(i=100 + i))
+    got = await read_events(store, STREAM, "OrderPlaced", "c")
+    assert [e["eventId"] for e in got[:3]] == [first, *batch] and len(got) == 43
+    assert got[0]["idempotencyKey"] == "order-42"
+    await store.close()
+
+    store = await EventStore.open(config)  # clean restart: keys from the .idx files
+    try:
+        assert await store.append(STREAM, "p", event(i=1), key="order-42") == first
+        assert await store.append_batch(STREAM, "p", [event(i=9)], key="batch-7") == batch
+        assert store.stream(STREAM).next_sequence == 44
+    finally:
+        await store.close()
+    for idx in store.stream(STREAM).directory.glob("*.idx"):  # crash restart: keys from the scan
+        idx.unlink()
+    store = await EventStore.open(config)
+    try:
+        assert await store.append(STREAM, "p", event(i=1), key="order-42") == first
+        assert store.stream(STREAM).next_sequence == 44
+    finally:
+        await store.close()
+
+
+async def test_idempotency_keys_expire_after_the_window(
+    tmp_path: Path, event: Callable[..., dict[str, Any]]
+) -> None:
+    store = await EventStore.open(StorageConfig(tmp_path, idempotency_window_seconds=0.1))
+    try:
+        first = await store.append(STREAM, "p", event(), key="k")
+        await asyncio.sleep(0.15)
+        assert await store.append(STREAM, "p", event(), key="k") != first
+    finally:
+        await store.close()
