@@ -20,17 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .atomic_file import fsync_directory, make_directories
 from .config import FsyncPolicy, StorageConfig
-from .errors import DataDirInUse, SequenceMismatch, StreamCorrupt, StreamLocked, StreamNotFound
+from .errors import DataDirInUse, SequenceMismatch, StorageError, StreamCorrupt, StreamLocked, StreamNotFound
 from .metadata import StreamMetadata
 from .names import check_name, check_stream_name, stream_dir_name, stream_name_from_dir
+from .record import SERVER_FIELDS, event_json
 from .segment import segment_file_name, storage_error
 from .stream_log import StreamLog, utc_now_rfc3339
 
 log = logging.getLogger("logserver.storage")
 
 STREAMS_DIR = "streams"
+DEAD_LETTER_PRODUCER = "logserver-dead-letter"
 LOCK_FILE = ".lock"
 _CREATING = ".creating-"
 
@@ -224,6 +228,45 @@ class EventStore:
     async def ack(self, stream: str, consumer_id: str, event_id: str) -> None:
         await self.stream(stream).ack(consumer_id, event_id)
 
+    async def nack(self, stream: str, consumer_id: str, event_id: str) -> None:
+        self.stream(stream).release(consumer_id, event_id)
+
+    async def read_leased(
+        self,
+        stream: str,
+        event_name: str,
+        consumer_id: str,
+        limit: int,
+        ack_wait: float,
+        max_deliveries: int,
+    ) -> bytes:
+        """A shared-consumer read (see StreamLog.read_leased); over-delivered events are moved
+        to the stream `<stream>.dlq` and acknowledged for this consumer."""
+        source = self.stream(stream)
+        body, dead = source.read_leased(event_name, consumer_id, limit, ack_wait, max_deliveries)
+        for sequence, deliveries in dead:
+            await self._dead_letter(source, consumer_id, sequence, deliveries)
+        return body
+
+    async def _dead_letter(self, source: StreamLog, consumer_id: str, sequence: int, deliveries: int) -> None:
+        original = orjson.loads(event_json(source.read_line(sequence)))
+        body = {k: v for k, v in original.items() if k not in SERVER_FIELDS}
+        body["deadLetter"] = {
+            "stream": source.name,
+            "eventId": original["eventId"],
+            "sequence": sequence,
+            "producerId": original["producerId"],
+            "receivedAt": original["receivedAt"],
+            "consumer": consumer_id,
+            "deliveries": deliveries,
+        }
+        try:
+            await self.append(dead_letter_stream(source.name), DEAD_LETTER_PRODUCER, body)
+        except StorageError as exc:
+            log.error("stream %r: event %d not dead-lettered (%s); it stays", source.name, sequence, exc)
+            return
+        await source.ack_sequence(consumer_id, sequence)
+
     def stream_count(self) -> int:
         return len(self._streams)
 
@@ -260,6 +303,10 @@ class EventStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         fsync_directory(self.streams_dir)
+
+
+def dead_letter_stream(name: str) -> str:
+    return f"{name}.dlq"
 
 
 def lock_data_dir(data_dir: Path) -> int:

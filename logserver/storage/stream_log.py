@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import secrets
+import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
@@ -55,7 +56,7 @@ def _json_array(parts: list[bytes | memoryview]) -> bytes:
     """Join `,{`-prefixed event parts into one JSON array."""
     if not parts:
         return b"[]"
-    parts[0] = b"[{"
+    parts[0] = b"[" + bytes(parts[0][1:])
     parts.append(b"]")
     return b"".join(parts)
 
@@ -98,6 +99,9 @@ class StreamLog:
         self.damage: str | None = None  # set when a read finds a bad record: the stream is refused
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}  # long-poll readers by event name
         self._unannounced: set[str] = set()  # names appended since the last fsync began
+        # Shared-consumer state, in memory only: a restart just redelivers (at-least-once).
+        self._leases: dict[tuple[str, str], dict[int, float]] = {}  # -> sequence: lease end
+        self._deliveries: dict[tuple[str, str], dict[int, int]] = {}  # -> sequence: deliveries
 
     # ---- opening and recovery -------------------------------------------------------------
 
@@ -386,8 +390,14 @@ class StreamLog:
 
     async def ack(self, consumer_id: str, event_id: str) -> None:
         """Record an acknowledgement; idempotent, and durable per the policy when it returns."""
-        sequence = self.resolve(event_id)
+        await self.ack_sequence(consumer_id, self.resolve(event_id))
+
+    async def ack_sequence(self, consumer_id: str, sequence: int) -> None:
         event_name = self.event_name(sequence)
+        lease_key = (consumer_id, event_name)
+        if lease_key in self._leases:
+            self._leases[lease_key].pop(sequence, None)
+            self._deliveries[lease_key].pop(sequence, None)
         entry = self.checkpoint.get_or_create(consumer_id, event_name)
         commit = self.checkpoint.commit
         if sequence > entry.position and sequence not in entry.acked:
@@ -397,6 +407,51 @@ class StreamLog:
         else:
             ticket = commit.requested  # a repeated ack waits for the first one's write
         await commit.wait(ticket)
+
+    def read_leased(
+        self, event_name: str, consumer_id: str, limit: int, ack_wait: float, max_deliveries: int
+    ) -> tuple[bytes, list[tuple[int, int]]]:
+        """Read as a shared consumer: returned events are leased to this call for `ack_wait` seconds.
+
+        Concurrent callers with the same consumer id get disjoint events; an unacked event
+        comes back when its lease ends. Each event carries its `deliveryCount`. Events that
+        would exceed `max_deliveries` (0: no limit) are returned separately as
+        (sequence, deliveries) for the dead-letter stream instead of being delivered.
+        """
+        sequences = self._name_sequences.get(event_name)
+        if not sequences:
+            return b"[]", []
+        entry = self.checkpoint.get(consumer_id, event_name)
+        after, acked = (entry.position, entry.acked) if entry else (0, _NO_ACKS)
+        lease_key = (consumer_id, event_name)
+        leases = self._leases.setdefault(lease_key, {})
+        deliveries = self._deliveries.setdefault(lease_key, {})
+        now = time.monotonic()
+        parts: list[bytes | memoryview] = []
+        dead: list[tuple[int, int]] = []
+        for sequence in self._unacked(sequences, after, acked):
+            if len(parts) >= 2 * limit:
+                break
+            if leases.get(sequence, 0.0) > now:
+                continue  # leased to another reader
+            count = deliveries.get(sequence, 0) + 1
+            if max_deliveries and count > max_deliveries:
+                dead.append((sequence, count - 1))
+                leases[sequence] = now + ack_wait  # not handed out again while it moves
+                continue
+            line = self.read_line(sequence)
+            deliveries[sequence] = count
+            leases[sequence] = now + ack_wait
+            parts.append(b',{"deliveryCount":%d,' % count)
+            parts.append(memoryview(line)[event_start(line) : -1])
+        return _json_array(parts), dead
+
+    def release(self, consumer_id: str, event_id: str) -> None:
+        """NACK: end this consumer's lease on the event, so the next read redelivers it."""
+        sequence = self.resolve(event_id)
+        leases = self._leases.get((consumer_id, self.event_name(sequence)))
+        if leases is not None:
+            leases.pop(sequence, None)
 
     def _advance(self, entry: ConsumerPosition, event_name: str) -> None:
         sequences = self._name_sequences[event_name]

@@ -268,3 +268,45 @@ async def test_idempotency_keys_expire_after_the_window(
         assert await store.append(STREAM, "p", event(), key="k") != first
     finally:
         await store.close()
+
+
+async def test_leases_give_concurrent_readers_disjoint_events_and_redeliver_after_expiry(
+    store: EventStore, event: Callable[..., dict[str, Any]]
+) -> None:
+    ids = [await store.append(STREAM, "p", event(i=i)) for i in range(6)]
+
+    async def leased(limit: int, ack_wait: float = 0.2) -> list[dict[str, Any]]:
+        body = await store.read_leased(STREAM, "OrderPlaced", "workers", limit, ack_wait, 0)
+        got: list[dict[str, Any]] = orjson.loads(body)
+        return got
+
+    first, second = await asyncio.gather(leased(3), leased(3))
+    assert {e["eventId"] for e in first}.isdisjoint(e["eventId"] for e in second)
+    assert sorted(e["eventId"] for e in first + second) == sorted(ids)
+    assert all(e["deliveryCount"] == 1 for e in first + second)
+    assert await leased(10) == []  # everything is leased out
+    await store.ack(STREAM, "workers", first[0]["eventId"])
+    await store.nack(STREAM, "workers", first[1]["eventId"])  # released at once
+    [again] = await leased(10)
+    assert again["eventId"] == first[1]["eventId"] and again["deliveryCount"] == 2
+    await asyncio.sleep(0.25)  # the other leases end: redelivered, counted
+    redelivered = await leased(10)
+    assert {e["eventId"] for e in redelivered} == set(ids) - {first[0]["eventId"]}
+    # a plain SPEC read still sees every unacked event and no deliveryCount
+    plain = orjson.loads(await store.read(STREAM, "OrderPlaced", "workers", 10))
+    assert len(plain) == 5 and "deliveryCount" not in plain[0]
+
+
+async def test_events_over_max_deliveries_go_to_the_dead_letter_stream(
+    store: EventStore, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    poison = await store.append(STREAM, "p", event(i=666))
+    for _ in range(2):
+        [got] = orjson.loads(await store.read_leased(STREAM, "OrderPlaced", "w", 5, 0.0, 2))
+        assert got["eventId"] == poison
+    assert orjson.loads(await store.read_leased(STREAM, "OrderPlaced", "w", 5, 0.0, 2)) == []
+    [dead] = await read_events(store, f"{STREAM}.dlq", "OrderPlaced", "ops")
+    assert dead["payload"] == {"i": 666} and dead["producerId"] == "logserver-dead-letter"
+    assert dead["deadLetter"]["eventId"] == poison and dead["deadLetter"]["deliveries"] == 2
+    assert await read_events(store, STREAM, "OrderPlaced", "w") == []  # acked for that consumer only
+    assert len(await read_events(store, STREAM, "OrderPlaced", "someone else")) == 1
