@@ -9,8 +9,12 @@ commit: under load one fsync serves a whole batch, idle it costs no delay.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, math.inf)
 
 
 class GroupCommit:
@@ -19,6 +23,8 @@ class GroupCommit:
         self.requested = 0
         self.completed = 0
         self.flushes = 0  # how many flushes ran; tests and metrics read it
+        self.flush_seconds = 0.0  # time spent flushing, summed
+        self.batch_sizes: dict[float, int] = dict.fromkeys(BATCH_BUCKETS, 0)  # cumulative, by bucket
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._task: asyncio.Task[None] | None = None
 
@@ -44,15 +50,22 @@ class GroupCommit:
             while self._waiters:
                 target = self.requested
                 self.flushes += 1
+                batch = target - self.completed
+                for bucket in BATCH_BUCKETS:
+                    if batch <= bucket:
+                        self.batch_sizes[bucket] += 1
+                started = time.perf_counter()
                 try:
                     await self._flush()
                 except Exception as exc:
+                    self.flush_seconds += time.perf_counter() - started
                     # Later waiters fail too: the owner rolls back state they depended on.
                     waiters, self._waiters = self._waiters, deque()
                     for _, future in waiters:
                         if not future.done():
                             future.set_exception(exc)
                     continue
+                self.flush_seconds += time.perf_counter() - started
                 self.completed = target
                 while self._waiters and self._waiters[0][0] <= target:
                     _, future = self._waiters.popleft()
