@@ -650,6 +650,11 @@ class StreamLog:
     def fsync_count(self) -> int:
         return self._commit.flushes
 
+    @property
+    def append_commit(self) -> GroupCommit:
+        """The appends' group commit (its counters feed /metrics)."""
+        return self._commit
+
     def event_count(self) -> int:
         return self.next_sequence - self._segments[0].base
 

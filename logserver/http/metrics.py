@@ -1,0 +1,149 @@
+"""GET /metrics in the Prometheus text format: request counters and latency histograms per
+route, plus the storage engine's state read at scrape time (nothing is sampled in between)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from logserver.storage import EventStore
+from logserver.storage.errors import StorageError
+from logserver.storage.stream_log import StreamLog
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    math.inf,
+)
+Emit = Callable[[str], None]
+
+
+def _escape(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def labels(**values: object) -> str:
+    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in values.items()) + "}"
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == math.inf else repr(value)
+
+
+def _family(emit: Emit, name: str, kind: str, help_text: str) -> None:
+    emit(f"# HELP {name} {help_text}")
+    emit(f"# TYPE {name} {kind}")
+
+
+class RequestMetrics:
+    def __init__(self) -> None:
+        self.requests: defaultdict[tuple[str, str, int], int] = defaultdict(int)
+        self.latency: defaultdict[tuple[str, str], list[int]] = defaultdict(
+            lambda: [0] * len(LATENCY_BUCKETS)
+        )
+        self.latency_sum: defaultdict[tuple[str, str], float] = defaultdict(float)
+
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+            started = time.perf_counter()
+            response = await handler(request)
+            elapsed = time.perf_counter() - started
+            resource = request.match_info.route.resource
+            key = (resource.canonical if resource is not None else "unmatched", request.method)
+            self.requests[(*key, response.status)] += 1
+            counts = self.latency[key]
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                if elapsed <= bound:
+                    counts[i] += 1
+                    break
+            self.latency_sum[key] += elapsed
+            return response
+
+        return measure
+
+    def render(self, store: EventStore) -> bytes:
+        lines: list[str] = []
+        emit = lines.append
+        _family(emit, "logserver_http_requests_total", "counter", "Requests by route, method and status.")
+        for (route, method, status), n in sorted(self.requests.items()):
+            emit(f"logserver_http_requests_total{labels(route=route, method=method, status=status)} {n}")
+        _family(
+            emit, "logserver_http_request_seconds", "histogram", "Time in the handler by route and method."
+        )
+        for (route, method), counts in sorted(self.latency.items()):
+            cumulative = 0
+            for bound, n in zip(LATENCY_BUCKETS, counts, strict=True):
+                cumulative += n
+                le = labels(route=route, method=method, le=_bound(bound))
+                emit(f"logserver_http_request_seconds_bucket{le} {cumulative}")
+            common = labels(route=route, method=method)
+            emit(f"logserver_http_request_seconds_sum{common} {self.latency_sum[(route, method)]}")
+            emit(f"logserver_http_request_seconds_count{common} {cumulative}")
+        render_storage(store, emit)
+        _family(emit, "logserver_open_files", "gauge", "File descriptors the process holds.")
+        emit(f"logserver_open_files {len(os.listdir('/proc/self/fd'))}")
+        return ("\n".join(lines) + "\n").encode()
+
+
+def render_storage(store: EventStore, emit: Emit) -> None:
+    streams: list[StreamLog] = []
+    for name in store.stream_names():
+        try:
+            streams.append(store.stream(name))
+        except StorageError:
+            continue  # damaged streams are listed by /api/v1/streams, not measured
+    gauges: list[tuple[str, str, Callable[[StreamLog], float]]] = [
+        ("logserver_stream_last_sequence", "Last readable sequence.", lambda s: s.visible_end - 1),
+        (
+            "logserver_stream_events",
+            "Events stored (after retention).",
+            lambda s: s.visible_end - s.first_sequence,
+        ),
+        (
+            "logserver_stream_bytes",
+            "Bytes of the segments on disk.",
+            lambda s: sum(g.size for g in s.segments),
+        ),
+        ("logserver_stream_waiting_readers", "Long-poll requests waiting.", lambda s: s.waiting_readers),
+        ("logserver_fsyncs_total", "Group-commit fsyncs of appends.", lambda s: s.append_commit.flushes),
+        (
+            "logserver_fsync_seconds_total",
+            "Time spent in those fsyncs.",
+            lambda s: s.append_commit.flush_seconds,
+        ),
+    ]
+    for metric, help_text, value in gauges:
+        _family(emit, metric, "counter" if metric.endswith("_total") else "gauge", help_text)
+        for s in streams:
+            emit(f"{metric}{labels(stream=s.name)} {value(s)}")
+    _family(emit, "logserver_group_commit_batch_size", "histogram", "Appends covered by one fsync.")
+    for s in streams:
+        commit = s.append_commit
+        for bound, n in commit.batch_sizes.items():
+            emit(f"logserver_group_commit_batch_size_bucket{labels(stream=s.name, le=_bound(bound))} {n}")
+        emit(f"logserver_group_commit_batch_size_count{labels(stream=s.name)} {commit.flushes}")
+        emit(f"logserver_group_commit_batch_size_sum{labels(stream=s.name)} {commit.completed}")
+    _family(emit, "logserver_consumer_behind", "gauge", "Events of that name not yet acknowledged.")
+    for s in streams:
+        for row in s.consumer_lag():
+            tags = labels(stream=s.name, consumer=row["consumer"], event_name=row["eventName"])
+            emit(f"logserver_consumer_behind{tags} {row['behind']}")
