@@ -1,4 +1,9 @@
-"""Basic auth against a users file of `name:hash` lines.
+"""Basic auth against a users file of `name:hash[:permissions]` lines, and failed-login throttling.
+
+A line without permissions grants everything (the original format keeps
+working). A permissions field is a JSON object of glob-pattern lists, e.g.
+`{"produce": ["orders-*"], "consume": ["*"], "admin": []}`; a key left out
+grants nothing, and `admin` covers producing and consuming too.
 
 Hash formats (all fields base64 without padding, parameters in the clear so a
 hash verifies on its own):
@@ -18,15 +23,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import os
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from functools import cache
 from pathlib import Path
+from typing import Literal, get_args
+
+import orjson
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -43,6 +57,75 @@ log = logging.getLogger("logserver.auth")
 
 class UsersFileError(Exception):
     """The users file can't be read or has a malformed line; the server refuses to start."""
+
+
+Action = Literal["produce", "consume", "admin"]
+ACTIONS: tuple[Action, ...] = get_args(Action)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """The streams a user may produce to, consume from (and ack), or administer, as glob patterns.
+
+    Patterns are `fnmatch` globs matched case-sensitively against the whole stream
+    name: `*` any run of characters, `?` one, `[abc]` one of a set (`[*]` is a literal `*`).
+    """
+
+    produce: tuple[str, ...] = ()
+    consume: tuple[str, ...] = ()
+    admin: tuple[str, ...] = ()
+    unrestricted: bool = False  # a users-file line without a permissions field
+
+    def allows(self, action: Action, stream: str) -> bool:
+        if self.unrestricted:
+            return True
+        patterns = self.admin if action == "admin" else (*getattr(self, action), *self.admin)
+        return any(fnmatchcase(stream, pattern) for pattern in patterns)
+
+    def to_field(self) -> str | None:
+        """The users-file field, or None for unrestricted users (whose line has no field)."""
+        if self.unrestricted:
+            return None
+        return orjson.dumps({action: list(getattr(self, action)) for action in ACTIONS}).decode()
+
+    @classmethod
+    def from_field(cls, text: str) -> Permissions:
+        """Parse a permissions field; ValueError says what is wrong with it."""
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise ValueError("permissions must be a JSON object") from None
+        if not isinstance(doc, dict):
+            raise ValueError("permissions must be a JSON object")
+        unknown = set(doc) - set(ACTIONS)
+        if unknown:  # a typo such as "consumer" must not silently grant nothing
+            raise ValueError(f"unknown permission {sorted(unknown)[0]!r}; use {', '.join(ACTIONS)}")
+        lists: dict[str, tuple[str, ...]] = {}
+        for action in ACTIONS:
+            patterns = doc.get(action, [])
+            if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+                raise ValueError(f"{action} must be a list of non-empty glob patterns")
+            lists[action] = tuple(patterns)
+        return cls(lists["produce"], lists["consume"], lists["admin"])
+
+
+FULL_ACCESS = Permissions(unrestricted=True)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """One line of the users file."""
+
+    password_hash: str
+    permissions: Permissions = FULL_ACCESS
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated user."""
+
+    name: str
+    permissions: Permissions
 
 
 def _b64encode(data: bytes) -> str:
@@ -106,25 +189,33 @@ def check_user_name(name: str) -> None:
         raise ValueError("user name must be non-empty, without ':', spaces or control characters")
 
 
-def parse_users(text: str, source: Path) -> dict[str, str]:
-    users: dict[str, str] = {}
+def parse_users(text: str, source: Path) -> dict[str, UserRecord]:
+    users: dict[str, UserRecord] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        name, sep, encoded = line.partition(":")
+        # Neither names nor hashes contain ':', so the third field is everything after the second.
+        name, sep, rest = line.partition(":")
+        encoded, has_permissions, permissions_field = rest.partition(":")
         try:
             if not sep:
                 raise ValueError("expected name:hash")
             check_user_name(name)
             check_hash_format(encoded)
+            permissions = Permissions.from_field(permissions_field) if has_permissions else FULL_ACCESS
         except ValueError as exc:
             raise UsersFileError(f"{source}:{number}: {exc}") from None
-        users[name] = encoded
+        users[name] = UserRecord(encoded, permissions)
     return users
 
 
-def read_users(path: Path) -> dict[str, str]:
+def format_user_line(name: str, record: UserRecord) -> str:
+    field = record.permissions.to_field()
+    return f"{name}:{record.password_hash}" + ("" if field is None else f":{field}")
+
+
+def read_users(path: Path) -> dict[str, UserRecord]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -132,10 +223,10 @@ def read_users(path: Path) -> dict[str, str]:
     return parse_users(text, path)
 
 
-def write_users(path: Path, users: dict[str, str]) -> None:
+def write_users(path: Path, users: dict[str, UserRecord]) -> None:
     """Replace the users file atomically and durably, readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(f"{name}:{encoded}\n" for name, encoded in users.items()).encode("utf-8")
+    data = "".join(format_user_line(name, record) + "\n" for name, record in users.items()).encode("utf-8")
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -154,13 +245,18 @@ def write_users(path: Path, users: dict[str, str]) -> None:
         os.close(dir_fd)
 
 
-def add_user(path: Path, name: str, password: str) -> None:
-    """Add a user or replace its password, keeping the other lines."""
+def add_user(path: Path, name: str, password: str, permissions: Permissions | None = None) -> None:
+    """Add a user or replace its password, keeping the other lines.
+
+    `permissions` None keeps an existing user's permissions and gives a new user full access.
+    """
     check_user_name(name)
     if not password:
         raise ValueError("password must not be empty")
     users = read_users(path) if path.exists() else {}
-    users[name] = hash_password(password)
+    if permissions is None:
+        permissions = users[name].permissions if name in users else FULL_ACCESS
+    users[name] = UserRecord(hash_password(password), permissions)
     write_users(path, users)
 
 
@@ -172,7 +268,7 @@ def create_first_user(path: Path) -> tuple[str, str] | None:
     if path.exists():
         return None
     password = secrets.token_urlsafe(18)
-    write_users(path, {FIRST_USER: hash_password(password)})
+    write_users(path, {FIRST_USER: UserRecord(hash_password(password))})
     return FIRST_USER, password
 
 
@@ -216,13 +312,13 @@ class Authenticator:
         self._path = users_file
         self._stamp = _stamp(users_file)
         self._users = read_users(users_file) if self._stamp else {}
-        self._verified: dict[bytes, str] = {}
-        self._pending: dict[bytes, asyncio.Future[str | None]] = {}
+        self._verified: dict[bytes, User] = {}
+        self._pending: dict[bytes, asyncio.Future[User | None]] = {}
         self._next_reload_check = time.monotonic() + RELOAD_CHECK_SECONDS
         _dummy_hash()  # pay for it at start-up, not on the first unknown user
 
-    async def authenticate(self, header: str | None) -> str | None:
-        """The user name for a valid header, else None."""
+    async def authenticate(self, header: str | None) -> User | None:
+        """The user of a valid header, else None."""
         if not header:
             return None
         key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
@@ -246,7 +342,7 @@ class Authenticator:
             pending.add_done_callback(lambda _: self._pending.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def _verify(self, key: bytes, header: str) -> str | None:
+    async def _verify(self, key: bytes, header: str) -> User | None:
         users = self._users
         loop = asyncio.get_running_loop()
         user = await loop.run_in_executor(None, self._check, users, header)
@@ -257,16 +353,18 @@ class Authenticator:
             self._verified[key] = user
         return user
 
-    def _check(self, users: dict[str, str], header: str) -> str | None:
+    def _check(self, users: dict[str, UserRecord], header: str) -> User | None:
         credentials = _split_basic(header)
         if credentials is None:
             return None
         name, password = credentials
-        encoded = users.get(name)
-        if encoded is None:
+        record = users.get(name)
+        if record is None:
+            # One key derivation of the same cost as a real check: no answer or delay tells
+            # an unknown name from a wrong password.
             verify_password(password, _dummy_hash())
             return None
-        return name if verify_password(password, encoded) else None
+        return User(name, record.permissions) if verify_password(password, record.password_hash) else None
 
     def _reload_if_changed(self) -> None:
         self._next_reload_check = time.monotonic() + RELOAD_CHECK_SECONDS
@@ -282,3 +380,120 @@ class Authenticator:
         self._stamp = stamp
         self._users = users
         self._verified.clear()
+
+
+# ---- failed-login throttling ---------------------------------------------------------------------
+
+# Bounds the memory an attacker with many addresses can make the throttle use.
+THROTTLE_MAX_CLIENTS = 65536
+THROTTLE_MAX_KNOWN_GOOD = 16384
+
+
+class Throttled(Exception):
+    """Too many failed logins from one client address; `retry_after` is in whole seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+def client_key(remote: str | None) -> str:
+    """The throttling key of a peer address: IPv4 as is, IPv6 by its /64 (one host's usual share)."""
+    if not remote:
+        return ""
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+class Admission(enum.Enum):
+    """How FailedLoginThrottle let a credential through."""
+
+    KNOWN_GOOD = "known good"  # it succeeded from this address before: no token needed
+    JOINED = "joined"  # the same credential from this address is being checked right now
+    CHARGED = "charged"  # took a token; this request settles it
+
+
+class FailedLoginThrottle:
+    """A token bucket of failed logins per client address, refilled at `per_minute` per minute.
+
+    Checking a credential this address has not yet used successfully takes a token
+    before the key derivation and gives it back if the credential was valid, so only
+    failures drain the bucket and concurrent guesses can't overdraw it; concurrent
+    requests with one credential share one token, as they share one derivation. An
+    empty bucket answers 429 without looking at the credential: a throttled address
+    can't keep guessing, and costs no key derivations. A credential that already
+    succeeded from the same address skips the bucket, so a working client keeps
+    working while someone behind the same address (a NAT, a proxy) is throttled; a
+    valid but new credential from a throttled address waits like any other.
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._capacity = float(per_minute)
+        self._rate = per_minute / 60.0  # tokens per second
+        self._clock = clock
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # client -> [tokens, updated]
+        self._known_good: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        self._checking: set[tuple[str, bytes]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return self._capacity > 0
+
+    def admit(self, client: str, credential: bytes) -> Admission:
+        """Allow checking `credential` (a digest) from `client`; raises Throttled if it may not."""
+        key = (client, credential)
+        if not self.enabled or key in self._known_good:
+            return Admission.KNOWN_GOOD
+        if key in self._checking:
+            return Admission.JOINED
+        bucket = self._refilled(client)
+        if bucket[0] < 1.0:
+            raise Throttled(max(1, math.ceil((1.0 - bucket[0]) / self._rate)))
+        bucket[0] -= 1.0
+        self._checking.add(key)
+        return Admission.CHARGED
+
+    def settle(self, client: str, credential: bytes, admission: Admission, valid: bool) -> None:
+        """Record the outcome of a check `admit` allowed; call it exactly once per admission."""
+        if not self.enabled:
+            return
+        key = (client, credential)
+        if admission is Admission.CHARGED:
+            self._checking.discard(key)
+            if valid:
+                self._remember(key)
+                bucket = self._buckets.get(client)
+                if bucket is not None:
+                    bucket[0] = min(self._capacity, bucket[0] + 1.0)
+        elif admission is Admission.KNOWN_GOOD and not valid:
+            # A remembered credential that fails now (password replaced): forget it and
+            # charge the failure like any other.
+            self._known_good.pop(key, None)
+            bucket = self._refilled(client)
+            bucket[0] = max(0.0, bucket[0] - 1.0)
+
+    def _remember(self, key: tuple[str, bytes]) -> None:
+        self._known_good[key] = None
+        self._known_good.move_to_end(key)
+        if len(self._known_good) > THROTTLE_MAX_KNOWN_GOOD:
+            self._known_good.popitem(last=False)
+
+    def _refilled(self, client: str) -> list[float]:
+        now = self._clock()
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            bucket = self._buckets[client] = [self._capacity, now]
+            if len(self._buckets) > THROTTLE_MAX_CLIENTS:
+                self._buckets.popitem(last=False)  # the least recently seen client
+        else:
+            bucket[0] = min(self._capacity, bucket[0] + (now - bucket[1]) * self._rate)
+            bucket[1] = now
+            self._buckets.move_to_end(client)
+        return bucket

@@ -157,7 +157,8 @@ async def test_pbkdf2_hashes_are_accepted(tmp_path: Path) -> None:
     users = tmp_path / "users"
     users.write_text(f"legacy:{pbkdf2_hash('old secret')}\n# a comment\n\n")
     authenticator = Authenticator(users)
-    assert await authenticator.authenticate(basic("legacy", "old secret")["Authorization"]) == "legacy"
+    user = await authenticator.authenticate(basic("legacy", "old secret")["Authorization"])
+    assert user is not None and user.name == "legacy"
     assert await authenticator.authenticate(basic("legacy", "wrong")["Authorization"]) is None
 
 
@@ -166,7 +167,7 @@ async def test_concurrent_first_requests_with_one_header_all_succeed(tmp_path: P
     users.write_text(users_text)
     authenticator = Authenticator(users)
     results = await asyncio.gather(*(authenticator.authenticate(AUTH["Authorization"]) for _ in range(20)))
-    assert results == [USER] * 20
+    assert [user.name if user else None for user in results] == [USER] * 20
 
 
 def test_scrypt_hash_round_trip_and_salting() -> None:
@@ -186,7 +187,7 @@ def test_users_file_is_owner_only_and_replaced_atomically(tmp_path: Path) -> Non
     assert sorted(p.name for p in users.parent.iterdir()) == ["users"]  # no temp files left
     stored = read_users(users)
     assert list(stored) == ["alice", "bob"]
-    assert verify_password("a2", stored["alice"])
+    assert verify_password("a2", stored["alice"].password_hash)
     assert "a2" not in users.read_text()
 
 
@@ -214,5 +215,5 @@ def test_first_start_creates_an_owner_only_file_with_a_working_password(tmp_path
     name, password = created
     assert len(password) >= 20
     assert stat.S_IMODE(users.stat().st_mode) == 0o600
-    assert verify_password(password, read_users(users)[name])
+    assert verify_password(password, read_users(users)[name].password_hash)
     assert create_first_user(users) is None  # never again, never overwritten
