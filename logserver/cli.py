@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from logserver import __version__
-from logserver.auth import UsersFileError, add_user
+from logserver.auth import ACTIONS, FULL_ACCESS, Permissions, UsersFileError, add_user
 from logserver.config import SERVE_OPTIONS, ServerConfig, env_defaults, from_namespace
 from logserver.server import serve
 from logserver.storage.errors import StorageError
@@ -54,11 +54,30 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     add = user_commands.add_parser(
         "add",
-        help="add a user or replace its password",
-        description="Add a user or replace its password. A running server picks it up at once.",
+        help="add a user or replace its password and permissions",
+        description="Add a user or replace its password. A running server picks it up at once. "
+        "Without --produce/--consume/--admin a new user gets full access and an existing "
+        "one keeps its permissions; with any of them the user gets exactly those. Patterns "
+        "are globs over stream names (* ? [abc]); quote them for the shell.",
     )
     add.add_argument("name", metavar="NAME")
     add.add_argument("--password", help="the password; read from stdin when absent")
+    add.add_argument(
+        "--produce", action="append", metavar="PATTERN", help="may append to matching streams (repeatable)"
+    )
+    add.add_argument(
+        "--consume",
+        action="append",
+        metavar="PATTERN",
+        help="may read and ack matching streams (repeatable)",
+    )
+    add.add_argument(
+        "--admin",
+        action="append",
+        metavar="PATTERN",
+        help="may administer, produce to and consume from matching streams (repeatable)",
+    )
+    add.add_argument("--full-access", action="store_true", help="unrestricted, as a line without permissions")
     where = add.add_mutually_exclusive_group()
     where.add_argument(
         "--users-file",
@@ -152,11 +171,26 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
+def _permissions(args: argparse.Namespace) -> Permissions | None:
+    """The permissions `user add` was given; None to keep the user's (full access if new)."""
+    patterns = {action: tuple(getattr(args, action) or ()) for action in ACTIONS}
+    if args.full_access:
+        if any(patterns.values()):
+            raise ValueError("--full-access can't be combined with --produce, --consume or --admin")
+        return FULL_ACCESS
+    if not any(patterns.values()):
+        return None
+    if any(not pattern for listed in patterns.values() for pattern in listed):
+        raise ValueError("a pattern must not be empty")
+    return Permissions(patterns["produce"], patterns["consume"], patterns["admin"])
+
+
 def _user_add(args: argparse.Namespace) -> int:
     users_file: Path = args.users_file or ServerConfig(data_dir=args.data_dir).users_path
     try:
+        permissions = _permissions(args)
         password = args.password if args.password is not None else _read_password()
-        add_user(users_file, args.name, password)
+        add_user(users_file, args.name, password, permissions)
     except (ValueError, UsersFileError, OSError) as exc:
         print(f"logserver: {exc}", file=sys.stderr)
         return 1
@@ -174,6 +208,11 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def _serve(args: argparse.Namespace) -> int:
     config = from_namespace(args)
+    try:
+        config.check()
+    except ValueError as exc:
+        print(f"logserver: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=config.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

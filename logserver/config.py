@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from logserver.storage import FsyncPolicy, StorageConfig
+from logserver.storage.names import MAX_NAME_CHARS
 
 ENV_PREFIX = "LOGSERVER_"
 MIB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MIN_HEADER_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,18 @@ class ServerConfig:
     segment_bytes: int = 64 * MIB
     max_body_bytes: int = 1 * MIB
     max_limit: int = 1000
+    max_header_bytes: int = 8190  # aiohttp's own default for a request line or header field
+    max_streams: int = 10_000
+    max_event_name_chars: int = MAX_NAME_CHARS
+    auth_failures_per_minute: int = 20
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     log_level: str = "INFO"
+
+    def check(self) -> None:
+        """Raise ValueError for settings that are each valid but wrong together."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key must be given together")
 
     @property
     def users_path(self) -> Path:
@@ -63,6 +76,29 @@ def _positive_int(text: str) -> int:
     value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 0")
+    return value
+
+
+def _event_name_chars(text: str) -> int:
+    # The storage engine's name rules stop at 255 characters; the setting may only tighten them.
+    value = _positive_int(text)
+    if value > MAX_NAME_CHARS:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at most {MAX_NAME_CHARS}")
+    return value
+
+
+def _header_bytes(text: str) -> int:
+    # Below this a normal Authorization or Content-Type header would not fit.
+    value = _integer(text)
+    if value < MIN_HEADER_BYTES:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least {MIN_HEADER_BYTES}")
     return value
 
 
@@ -108,6 +144,8 @@ class Option:
         if self.shown_default is not None:
             return self.shown_default
         value = self.default
+        if value is None:
+            return "off"
         return str(value.value if isinstance(value, FsyncPolicy) else value)
 
 
@@ -123,6 +161,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("segment_bytes", _positive_int, "roll a stream's segment file at this size", "BYTES"),
     Option("max_body_bytes", _positive_int, "largest accepted request body (else 413)", "BYTES"),
     Option("max_limit", _positive_int, "largest `limit` a consume request may ask for", "N"),
+    Option("max_header_bytes", _header_bytes, "longest request line or header field (else 431)", "BYTES"),
+    Option("max_streams", _positive_int, "most streams the server holds (else 409 on create)", "N"),
+    Option("max_event_name_chars", _event_name_chars, "longest event name, at most 255 (else 400)", "N"),
+    Option(
+        "auth_failures_per_minute",
+        _non_negative_int,
+        "failed logins per client address and minute before 429; 0 turns it off",
+        "N",
+    ),
+    Option("tls_cert", Path, "PEM certificate chain: serve HTTPS (needs --tls-key)", "FILE"),
+    Option("tls_key", Path, "PEM private key of --tls-cert", "FILE"),
     Option("log_level", _log_level, "DEBUG, INFO (with access log), WARNING or ERROR", "LEVEL"),
 )
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
+import ssl
 import sys
 
 from aiohttp import web
@@ -12,12 +14,15 @@ from aiohttp import web
 from logserver.auth import Authenticator, create_first_user
 from logserver.config import ServerConfig
 from logserver.http import build_app
+from logserver.http.runner import ApiRunner
 from logserver.storage import EventStore
 
 log = logging.getLogger("logserver")
 
 # One short line per request: client, request line, status, body bytes, seconds.
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+# Wanted when the hard limit is unlimited: every stream keeps its active segment open.
+_OPEN_FILES_WANTED = 65536
 
 
 def announce_first_user(config: ServerConfig) -> None:
@@ -34,20 +39,69 @@ def announce_first_user(config: ServerConfig) -> None:
     )
 
 
+def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context for --tls-cert/--tls-key, or None for plain HTTP.
+
+    Raises OSError (ssl.SSLError is one) for a missing file or a key that doesn't fit.
+    """
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+async def start_listener(
+    app: web.Application, config: ServerConfig, tls: ssl.SSLContext | None = None
+) -> ApiRunner:
+    """Listen on config.host:config.port with the app; the caller cleans the runner up.
+
+    `runner.addresses` tells the port when config.port is 0 (tests).
+    """
+    runner = ApiRunner(app, max_header_bytes=config.max_header_bytes, access_log_format=ACCESS_LOG_FORMAT)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=tls)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def raise_open_file_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard one: each stream holds open files, each client a socket.
+
+    A soft limit of 1024 (many distributions' default) would otherwise fail appends and
+    accepts with EMFILE long before --max-streams is reached.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open-file limit stays at %d: %s", soft, exc)
+            return
+        log.info("open-file limit raised from %d to %d", soft, wanted)
+
+
 async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, finish in-flight requests, close the store."""
+    config.check()
+    tls = tls_context(config)  # a bad certificate fails now, before recovery takes its time
+    raise_open_file_limit()
     announce_first_user(config)
     authenticator = Authenticator(config.users_path)
     # Recovery happens here, before the socket opens: a reachable /health means recovered.
     store = await EventStore.open(config.storage_config())
     try:
-        runner = web.AppRunner(build_app(store, authenticator, config), access_log_format=ACCESS_LOG_FORMAT)
-        await runner.setup()
+        runner = await start_listener(build_app(store, authenticator, config), config, tls)
         try:
-            site = web.TCPSite(runner, config.host, config.port)
-            await site.start()
             log.info(
-                "listening on http://%s:%d (data %s, fsync %s, %d streams)",
+                "listening on %s://%s:%d (data %s, fsync %s, %d streams)",
+                "https" if tls else "http",
                 config.host,
                 config.port,
                 config.data_dir,

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from logserver.auth import Authenticator
+from logserver.auth import Authenticator, FailedLoginThrottle
 from logserver.config import ServerConfig
 from logserver.storage import EventStore
 
 from . import validation
-from .api import StreamApi
+from .api import ApiLimits, StreamApi
 from .middleware import auth_middleware, error_middleware
 from .routes import register, route_table
 
 
-def build_app(store: EventStore, authenticator: Authenticator, config: ServerConfig) -> web.Application:
-    """The app for an already-open store; the caller closes the store after the app stops."""
+def build_app(
+    store: EventStore,
+    authenticator: Authenticator,
+    config: ServerConfig,
+    throttle: FailedLoginThrottle | None = None,
+) -> web.Application:
+    """The app for an already-open store; the caller closes the store after the app stops.
+
+    `throttle` defaults to one built from the config; tests pass one with their own clock.
+    """
     validation.preload()
     app = web.Application(client_max_size=config.max_body_bytes)
-    public_routes = register(app.router, route_table(StreamApi(store, config.max_limit)))
+    limits = ApiLimits(config.max_limit, config.max_event_name_chars, config.max_streams)
+    rules = register(app.router, route_table(StreamApi(store, limits)))
+    if throttle is None:
+        throttle = FailedLoginThrottle(config.auth_failures_per_minute)
     # Outermost first: errors are rendered for everything, auth runs before any handler.
     app.middlewares.append(error_middleware(config.max_body_bytes))
-    app.middlewares.append(auth_middleware(authenticator, public_routes))
+    app.middlewares.append(auth_middleware(authenticator, rules, throttle))
     return app

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
-from logserver.auth import Authenticator
+from logserver.auth import Authenticator, FailedLoginThrottle, Throttled, client_key
 from logserver.storage.errors import (
     EventNotFound,
     InvalidName,
@@ -20,6 +22,7 @@ from logserver.storage.errors import (
 )
 
 from .responses import ApiError, error_response
+from .routes import AccessRules
 
 log = logging.getLogger("logserver.http")
 
@@ -39,23 +42,57 @@ def error_middleware(max_body_bytes: int) -> Middleware:
             return _storage_error(request, exc)
         except web.HTTPException as exc:
             return _http_exception(exc, max_body_bytes)
+        except HttpProcessingError as exc:
+            # A body the parser rejects while the handler reads it (bad chunked encoding,
+            # a Content-Length the connection ended short of): the client's fault, not ours.
+            log.info("malformed request body from %s: %s", request.remote, exc.message.split("\n")[0])
+            return error_response(400, "malformed request body")
         except Exception:
             return _internal_error(request)
 
     return render_errors
 
 
-def auth_middleware(authenticator: Authenticator, public_routes: frozenset[web.AbstractRoute]) -> Middleware:
-    """Basic auth before anything else looks at the request, unless the route is public."""
+def auth_middleware(
+    authenticator: Authenticator, rules: AccessRules, throttle: FailedLoginThrottle
+) -> Middleware:
+    """Basic auth, then the user's permissions, before anything else looks at the request.
+
+    Public routes skip both. A client address with too many recent failures gets
+    429 for credentials it has not used successfully before (see FailedLoginThrottle).
+    """
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         match_info = request.match_info
         # Unmatched paths (404/405) skip auth: their answer reveals only the route table.
-        if match_info.http_exception is None and match_info.route not in public_routes:
-            user = await authenticator.authenticate(request.headers.get("Authorization"))
-            if user is None:
-                return error_response(401, headers=_CHALLENGE)
+        if match_info.http_exception is not None or match_info.route in rules.public:
+            return await handler(request)
+        header = request.headers.get("Authorization")
+        if not header:
+            # No guess was made, so nothing is charged: this is every client's first challenge.
+            return error_response(401, headers=_CHALLENGE)
+        client = client_key(request.remote)
+        credential = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
+        try:
+            admission = throttle.admit(client, credential)
+        except Throttled as exc:
+            return error_response(
+                429,
+                f"too many failed logins from this address; retry in {exc.retry_after} s",
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        user = None
+        try:
+            user = await authenticator.authenticate(header)
+        finally:
+            # Also when the client hangs up mid-check: the admission must not stay open.
+            throttle.settle(client, credential, admission, valid=user is not None)
+        if user is None:
+            return error_response(401, headers=_CHALLENGE)
+        denial = rules.denial(user, match_info)
+        if denial is not None:
+            return error_response(403, denial)
         return await handler(request)
 
     return authenticate

@@ -1,4 +1,9 @@
-"""The route table: every route the server has, secured unless declared public here."""
+"""The route table: every route the server has, secured unless declared public here.
+
+A secured route also declares what the user must be allowed to do to the
+stream named in its path (users-file permissions); a route added outside this
+table still needs credentials, and a user with unrestricted access.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,16 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from logserver.auth import Action, User
+
 from .api import StreamApi
+
+# How a 403 names each action: "may not produce to stream 'x'".
+_ACTION_PHRASES: dict[Action, str] = {
+    "produce": "produce to",
+    "consume": "consume from",
+    "admin": "administer",
+}
 
 
 @dataclass(frozen=True)
@@ -15,23 +29,51 @@ class Route:
     method: str
     path: str
     handler: Handler
+    permission: Action | None = None  # checked against the path's {stream}
     public: bool = False  # the only way a route escapes authentication
 
 
 def route_table(api: StreamApi) -> tuple[Route, ...]:
     return (
-        Route("POST", "/api/v1/streams/{stream}/events", api.append),
-        Route("GET", "/api/v1/streams/{stream}/events", api.consume),
-        Route("POST", "/api/v1/streams/{stream}/events/{eventID}", api.ack),
+        Route("POST", "/api/v1/streams/{stream}/events", api.append, permission="produce"),
+        Route("GET", "/api/v1/streams/{stream}/events", api.consume, permission="consume"),
+        # An ack moves the consumer's position: part of consuming, not producing.
+        Route("POST", "/api/v1/streams/{stream}/events/{eventID}", api.ack, permission="consume"),
         Route("GET", "/health", api.health, public=True),
     )
 
 
-def register(router: web.UrlDispatcher, routes: tuple[Route, ...]) -> frozenset[web.AbstractRoute]:
-    """Add `routes` to `router`; returns the public ones for the auth middleware."""
+@dataclass(frozen=True)
+class AccessRules:
+    """What the auth middleware needs to know about each registered route."""
+
+    public: frozenset[web.AbstractRoute]
+    declared: dict[web.AbstractRoute, Route]
+
+    def denial(self, user: User, match_info: web.UrlMappingMatchInfo) -> str | None:
+        """Why `user` may not use the matched route, or None if they may."""
+        route = self.declared.get(match_info.route)
+        if route is None:
+            if user.permissions.unrestricted:
+                return None
+            return f"user '{user.name}' may not use {match_info.route.method} {match_info.route.resource}"
+        if route.permission is None:
+            return None
+        stream = match_info["stream"]
+        if user.permissions.allows(route.permission, stream):
+            return None
+        return f"user '{user.name}' may not {_ACTION_PHRASES[route.permission]} stream '{stream}'"
+
+
+def register(router: web.UrlDispatcher, routes: tuple[Route, ...]) -> AccessRules:
+    """Add `routes` to `router`; returns their access rules for the auth middleware."""
     public = set()
+    declared = {}
     for route in routes:
+        if route.permission is not None and "{stream}" not in route.path:
+            raise ValueError(f"{route.path}: a permission needs a {{stream}} in the path")
         registered = router.add_route(route.method, route.path, route.handler)
+        declared[registered] = route
         if route.public:
             public.add(registered)
-    return frozenset(public)
+    return AccessRules(frozenset(public), declared)

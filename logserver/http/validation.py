@@ -48,9 +48,11 @@ def client_id(value: str | None, header: str) -> str:
     return value
 
 
-def event_name(value: str | None, field: str) -> str:
+def event_name(value: str | None, field: str, max_chars: int = MAX_EVENT_NAME_CHARS) -> str:
     if not isinstance(value, str) or not value:
         raise bad_request(f"{field} must be a non-empty string")
+    if len(value) > max_chars:
+        raise bad_request(f"{field} must be 1 to {max_chars} characters")
     try:
         check_name(value, field)
     except InvalidName as exc:
@@ -68,7 +70,7 @@ def limit(value: str | None, maximum: int) -> int:
     raise bad_request(f"limit must be an integer between 1 and {maximum}")
 
 
-def event_body(raw: bytes) -> dict[str, Any]:
+def event_body(raw: bytes, max_name_chars: int = MAX_EVENT_NAME_CHARS) -> dict[str, Any]:
     """The append body as stored: unknown top-level keys kept, `payload` defaulting to {}."""
     try:
         body = orjson.loads(raw)
@@ -80,7 +82,7 @@ def event_body(raw: bytes) -> dict[str, Any]:
     event = body.get("event")
     if not isinstance(event, dict):
         raise bad_request("event must be an object")
-    event_name(event.get("name"), "event.name")
+    event_name(event.get("name"), "event.name", max_name_chars)
     version = event.get("version")
     if type(version) is not int or version < 1:  # bool is an int subclass: reject it too
         raise bad_request("event.version must be an integer >= 1")

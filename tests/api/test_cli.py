@@ -47,6 +47,12 @@ def test_every_option_can_come_from_the_environment() -> None:
         "LOGSERVER_SEGMENT_BYTES": "4096",
         "LOGSERVER_MAX_BODY_BYTES": "2048",
         "LOGSERVER_MAX_LIMIT": "7",
+        "LOGSERVER_MAX_HEADER_BYTES": "4096",
+        "LOGSERVER_MAX_STREAMS": "12",
+        "LOGSERVER_MAX_EVENT_NAME_CHARS": "64",
+        "LOGSERVER_AUTH_FAILURES_PER_MINUTE": "0",
+        "LOGSERVER_TLS_CERT": "c.pem",
+        "LOGSERVER_TLS_KEY": "k.pem",
         "LOGSERVER_LOG_LEVEL": "debug",
     }
     assert {o.env for o in SERVE_OPTIONS} == set(environ)
@@ -60,6 +66,12 @@ def test_every_option_can_come_from_the_environment() -> None:
         segment_bytes=4096,
         max_body_bytes=2048,
         max_limit=7,
+        max_header_bytes=4096,
+        max_streams=12,
+        max_event_name_chars=64,
+        auth_failures_per_minute=0,
+        tls_cert=Path("c.pem"),
+        tls_key=Path("k.pem"),
         log_level="DEBUG",
     )
 
@@ -97,7 +109,7 @@ def test_bad_flag_values_are_refused(argv: list[str]) -> None:
 def test_user_add_with_password_flag(tmp_path: Path) -> None:
     users = tmp_path / "users"
     assert main(["user", "add", "alice", "--password", "pw one", "--users-file", str(users)]) == 0
-    assert verify_password("pw one", read_users(users)["alice"])
+    assert verify_password("pw one", read_users(users)["alice"].password_hash)
     assert stat.S_IMODE(users.stat().st_mode) == 0o600
 
 
@@ -110,7 +122,7 @@ def test_user_add_reads_the_password_from_stdin_into_the_data_dir(tmp_path: Path
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert verify_password("from stdin", read_users(tmp_path / "d" / "users")["bob"])
+    assert verify_password("from stdin", read_users(tmp_path / "d" / "users")["bob"].password_hash)
 
 
 def test_user_add_refuses_a_bad_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
