@@ -41,3 +41,17 @@ def parse_event_id(text: str) -> tuple[int, int] | None:
         return None
     prefix = ((value >> 80) << 16) | (((value >> 64) & 0xFFF) << 4) | ((value >> SEQUENCE_BITS) & 0xF)
     return prefix, value & MAX_SEQUENCE
+
+
+class EventIdFormatter:
+    """`format_event_id` for one epoch: below 2**48 a sequence only changes the last 12 hex
+    digits, so the other 24 characters are formatted once."""
+
+    def __init__(self, prefix: int) -> None:
+        self.prefix = prefix
+        self._head = format_event_id(prefix, 0)[:24]
+
+    def __call__(self, sequence: int) -> str:
+        if sequence < 1 << 48:
+            return f"{self._head}{sequence:012x}"
+        return format_event_id(self.prefix, sequence)

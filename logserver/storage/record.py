@@ -17,6 +17,7 @@ or nothing even when a crash tears it.
 
 from __future__ import annotations
 
+import time
 import zlib
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,22 @@ SERVER_FIELDS = frozenset(
 def rfc3339(moment: datetime) -> str:
     """`receivedAt`'s fixed-width UTC form, so times compare as strings."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class UtcClock:
+    """`rfc3339(now)` for every append, formatting the date and time once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        moment = time.time()
+        second = int(moment)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((moment - second) * 1_000_000):06d}Z"
 
 
 def encode_record(server_fields: dict[str, Any], body: dict[str, Any], more: int | None = None) -> bytes:

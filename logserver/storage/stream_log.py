@@ -28,11 +28,11 @@ from .atomic_file import fsync_directory, remove_temp_files, replace_atomically
 from .checkpoint import CHECKPOINT_FILE, ConsumerCheckpoint, ConsumerPosition
 from .config import FsyncPolicy, StorageConfig
 from .errors import EventNotFound, SequenceMismatch, StorageError, StreamCorrupt
-from .event_id import MAX_SEQUENCE, format_event_id, parse_event_id
+from .event_id import MAX_SEQUENCE, EventIdFormatter, format_event_id, parse_event_id
 from .group_commit import GroupCommit
 from .idempotency import IdempotencyKeys
 from .metadata import Epoch, StreamMetadata
-from .record import MAX_BATCH, check_line, encode_record, event_start, rfc3339
+from .record import MAX_BATCH, UtcClock, check_line, encode_record, event_start, rfc3339
 from .segment import (
     INDEX_SUFFIX,
     Segment,
@@ -48,8 +48,11 @@ log = logging.getLogger("logserver.storage")
 _NO_ACKS: frozenset[int] = frozenset()
 
 
+utc_clock = UtcClock()
+
+
 def utc_now_rfc3339() -> str:
-    return rfc3339(datetime.now(UTC))
+    return utc_clock.now()
 
 
 def _json_array(parts: list[bytes | memoryview]) -> bytes:
@@ -90,6 +93,7 @@ class StreamLog:
         self._lock = asyncio.Lock()
         self._commit = GroupCommit(self._fsync_active)
         self._epoch: Epoch | None = None  # set when this process first appends
+        self._format_id: EventIdFormatter | None = None
         self.next_sequence = segments[-1].end_sequence
         self.visible_end = self.next_sequence  # sequences below it may be read and acked
         self._durable_end = self.next_sequence
@@ -191,7 +195,7 @@ class StreamLog:
                 raise SequenceMismatch(expected_last, self.next_sequence - 1)
             if self._epoch is None:
                 await self._start_epoch()
-            assert self._epoch is not None
+            assert self._format_id is not None
             if self._segments[-1].size >= self._segment_bytes:
                 await self._roll()
             first = self.next_sequence
@@ -200,7 +204,7 @@ class StreamLog:
             received_at = utc_now_rfc3339()
             ids, lines, names = [], [], []
             for k, body in enumerate(bodies):
-                event_id = format_event_id(self._epoch.prefix, first + k)
+                event_id = self._format_id(first + k)
                 server_fields: dict[str, Any] = {
                     "eventId": event_id,
                     "stream": self.metadata.name,
@@ -302,6 +306,7 @@ class StreamLog:
             self.metadata.epochs.pop()
             raise storage_error(exc, "metadata write") from exc
         self._epoch = epoch
+        self._format_id = EventIdFormatter(prefix)
 
     async def _roll(self) -> None:
         """Seal the active segment (fsync, persist its index) and start a new one."""

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from logserver.storage.errors import InvalidName
-from logserver.storage.event_id import MAX_SEQUENCE, format_event_id, parse_event_id
+from logserver.storage.event_id import MAX_SEQUENCE, EventIdFormatter, format_event_id, parse_event_id
 from logserver.storage.names import check_stream_name, stream_dir_name, stream_name_from_dir
+from logserver.storage.record import UtcClock, rfc3339
 
 HOSTILE = ["..", ".", ".hidden", "%2e%2e", "%2F", "a%00b", "~root", "-rf", "CON", "a b\u00e9\u4e2d"]
 
@@ -53,3 +55,17 @@ def test_event_id_round_trips_as_uuid_v8(prefix: int, sequence: int) -> None:
 @pytest.mark.parametrize("bad", ["", "nope", str(uuid.uuid4()), "0" * 36, "../../etc/passwd" + "x" * 20])
 def test_foreign_ids_are_not_parsed(bad: str) -> None:
     assert parse_event_id(bad) is None
+
+
+@given(st.integers(0, (1 << 64) - 1), st.integers(0, MAX_SEQUENCE))
+def test_cached_id_formatter_matches_the_plain_one(prefix: int, sequence: int) -> None:
+    assert EventIdFormatter(prefix)(sequence) == format_event_id(prefix, sequence)
+
+
+def test_utc_clock_formats_like_rfc3339() -> None:
+    clock = UtcClock()
+    before = rfc3339(datetime.now(UTC))
+    stamp = clock.now()
+    after = rfc3339(datetime.now(UTC))
+    assert before <= stamp <= after and len(stamp) == len(before) == 27
+    assert datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
