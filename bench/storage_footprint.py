@@ -115,6 +115,51 @@ def time_to_health(data_dir: Path) -> float:
         server.wait()
 
 
+def ensure_data_dir(full: Path, events: int, segments: int) -> None:
+    """Build `full` with `events` events of 10 names in about `segments` segments, unless it exists.
+
+    Built under a temporary name and renamed when complete, so an interrupted build is never reused.
+    """
+    if (full / "streams").exists():
+        return
+    partial = full.with_name(full.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    record_bytes = 480  # the example event as stored, about
+    started = time.perf_counter()
+    asyncio.run(build(partial, events, events * record_bytes // segments))
+    partial.rename(full)
+    print(f"built {events:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+def measure(full: Path, events: int, runs: int) -> dict[str, float | int]:
+    """Memory per event and start-up figures for the built dir `full`: medians of `runs` runs."""
+    work = Path(tempfile.mkdtemp(prefix="logserver-bench-"))
+    empty = work / "empty"
+    empty.mkdir()
+    try:
+        segments = len(list(full.glob("streams/*/*.log")))
+        rss_full, rss_empty, open_full, start_full, start_empty = [], [], [], [], []
+        for _ in range(runs):  # alternate full and baseline so drift hits both
+            grown, opened = measure_rss(full)
+            rss_full.append(grown)
+            open_full.append(opened)
+            rss_empty.append(measure_rss(empty)[0])
+            start_full.append(time_to_health(full))
+            start_empty.append(time_to_health(empty))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    per_event = (statistics.median(rss_full) - statistics.median(rss_empty)) / events
+    return {
+        "events": events,
+        "segments": segments,
+        "bytes_per_event_rss": round(per_event, 2),
+        "engine_open_seconds_median": round(statistics.median(open_full), 3),
+        "startup_to_health_seconds_median": round(statistics.median(start_full), 3),
+        "startup_empty_dir_seconds_median": round(statistics.median(start_empty), 3),
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -127,38 +172,15 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="logserver-bench-"))
     full = args.keep or work / "full"
-    empty = work / "empty"
-    empty.mkdir()
     try:
-        if not (full / "streams").exists():
-            record_bytes = 480  # the example event as stored, about
-            started = time.perf_counter()
-            asyncio.run(build(full, args.events, args.events * record_bytes // args.segments))
-            print(f"built {args.events:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        segments = len(list(full.glob("streams/*/*.log")))
-        rss_full, rss_empty, open_full, start_full, start_empty = [], [], [], [], []
-        for _ in range(args.runs):  # alternate full and baseline so drift hits both
-            grown, opened = measure_rss(full)
-            rss_full.append(grown)
-            open_full.append(opened)
-            rss_empty.append(measure_rss(empty)[0])
-            start_full.append(time_to_health(full))
-            start_empty.append(time_to_health(empty))
-        per_event = (statistics.median(rss_full) - statistics.median(rss_empty)) / args.events
-        result = {
-            "events": args.events,
-            "segments": segments,
-            "bytes_per_event_rss": round(per_event, 2),
-            "engine_open_seconds_median": round(statistics.median(open_full), 3),
-            "startup_to_health_seconds_median": round(statistics.median(start_full), 3),
-            "startup_empty_dir_seconds_median": round(statistics.median(start_empty), 3),
-            "runs": args.runs,
-        }
+        ensure_data_dir(full, args.events, args.segments)
+        result = measure(full, args.events, args.runs)
         out = ROOT / "bench" / "results" / "storage_footprint.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
+        per_event = result["bytes_per_event_rss"]
         print(f"{'events':<34}{args.events:>12,}")
-        print(f"{'segments':<34}{segments:>12}")
+        print(f"{'segments':<34}{result['segments']:>12}")
         print(f"{'resident bytes per event':<34}{per_event:>12.1f}   (target <= 24)")
         print(f"{'EventStore.open, median s':<34}{result['engine_open_seconds_median']:>12.3f}")
         startup = result["startup_to_health_seconds_median"]
