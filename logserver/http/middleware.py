@@ -42,6 +42,11 @@ def error_middleware(max_body_bytes: int) -> Middleware:
             return _storage_error(request, exc)
         except web.HTTPException as exc:
             return _http_exception(exc, max_body_bytes)
+        except ConnectionResetError:
+            # aiohttp's word for "the client closed before its body was complete": whoever
+            # reads the answer (nobody, usually), it is not a server error.
+            log.info("%s %s: the client went away mid-request", request.method, request.path)
+            return error_response(400, "the connection closed before the request body was complete")
         except HttpProcessingError as exc:
             # A body the parser rejects while the handler reads it (bad chunked encoding,
             # a Content-Length the connection ended short of): the client's fault, not ours.

@@ -1,0 +1,48 @@
+"""The app behind the server's own listener (ApiRunner, TLS) on a real socket, in this process.
+
+aiohttp's test client starts the app with aiohttp's plain runner; these tests
+need what `logserver serve` puts in front of it: JSON for parser errors, the
+header limit, TLS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from logserver.auth import Authenticator, FailedLoginThrottle
+from logserver.config import ServerConfig
+from logserver.http import build_app
+from logserver.server import start_listener
+from logserver.storage import EventStore
+
+
+@dataclass(frozen=True)
+class Listening:
+    host: str
+    port: int
+    scheme: str = "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+@asynccontextmanager
+async def listening(
+    store: EventStore,
+    config: ServerConfig,
+    throttle: FailedLoginThrottle | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> AsyncIterator[Listening]:
+    config = dataclasses.replace(config, host="127.0.0.1", port=0)
+    app = build_app(store, Authenticator(config.users_path), config, throttle)
+    runner = await start_listener(app, config, tls)
+    try:
+        host, port = runner.addresses[0][:2]
+        yield Listening(str(host), int(port), "https" if tls else "http")
+    finally:
+        await runner.cleanup()
