@@ -1,6 +1,6 @@
 """Where logserver spends its time under wrk load: py-spy samples of the append, consume and ack paths.
 
-    python bench/profile.py [--seconds S] [--rate HZ] [--top N] [--svg]
+    python bench/hotspots.py [--seconds S] [--rate HZ] [--top N] [--svg]
 
 Runs logserver (fsync=always, on core 0) and wrk (-t1 -c64, core 1) as bench/run.py
 does, and samples the server with `py-spy record` while each load runs:
@@ -52,9 +52,12 @@ def short(frame: str) -> str:
     if match is None:
         return frame
     path = match["file"]
-    for marker in ("site-packages/", "lib/python3", "/work/main/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
+    if "/logserver/" in path:
+        path = "logserver/" + path.rsplit("/logserver/", 1)[1]
+    elif "site-packages/" in path:
+        path = path.split("site-packages/", 1)[1]
+    elif "/lib/python3" in path:
+        path = path.split("/lib/python3", 1)[1].split("/", 1)[-1]
     return f"{match['function']} ({path})"
 
 
@@ -75,7 +78,9 @@ def summarise(collapsed: str, top: int) -> tuple[int, int, list[tuple[str, float
         count = int(count_text)
         thread, *frames = stack.split(";")
         if not thread.endswith(": MainThread"):
-            other += count
+            # py-spy takes an executor thread waiting for work for a busy one: not counted
+            if frames and not frames[-1].startswith("_worker (") and not frames[-1].endswith("_worker"):
+                other += count
             continue
         names = [short(f) for f in frames]
         loop += count
@@ -190,7 +195,7 @@ def main() -> int:
             possible = args.seconds * args.rate
             lines = [
                 f"== {name}: event loop thread busy in {loop} samples (~{100 * loop / possible:.0f}% of wall "
-                f"time); other threads (fsync, checkpoint writes) {other} samples",
+                f"time); other threads busy (fsync, file writes) in {other} samples",
                 "   self %  function (% of the loop thread's busy samples)",
             ]
             lines += [f"  {pct:6.1f}   {function}" for function, pct in own]
@@ -203,7 +208,7 @@ def main() -> int:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
     if reports:
-        command = "python bench/profile.py " + " ".join(sys.argv[1:])
+        command = "python bench/hotspots.py " + " ".join(sys.argv[1:])
         header = f"py-spy profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {command}"
         (RESULTS / "profile.md").write_text("```\n" + header + "\n\n" + "\n\n".join(reports) + "\n```\n")
     return 0
