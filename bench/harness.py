@@ -52,18 +52,27 @@ def ensure_apt_package(binary: str, package: str) -> bool:
     """True when `binary` is on PATH, installing `package` with apt-get if it is missing and we are root."""
     if shutil.which(binary):
         return True
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        log(f"{binary} is missing and cannot be installed here (needs root and apt-get): {package}")
-        return False
-    log(f"{binary} is missing: apt-get install -y {package}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-    if subprocess.run(["apt-get", "install", "-y", package], check=False, **quiet).returncode != 0:
-        subprocess.run(["apt-get", "update"], check=False, **quiet)  # a fresh machine has no lists yet
-        subprocess.run(["apt-get", "install", "-y", package], check=False, **quiet)
+    apt_install(package)
     if shutil.which(binary):
         return True
-    log(f"could not install {package} with apt-get; skipping what needs {binary}")
+    log(f"{binary} is not available: skipping what needs it")
+    return False
+
+
+def apt_install(package: str) -> bool:
+    """`apt-get install -y package` (after `apt-get update` if the first try fails); False if impossible."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        log(f"{package} is missing and cannot be installed here (needs root and apt-get)")
+        return False
+    log(f"installing {package}: apt-get install -y {package}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    if subprocess.run(["apt-get", "install", "-y", package], check=False, **quiet).returncode == 0:
+        return True
+    subprocess.run(["apt-get", "update"], check=False, **quiet)  # a fresh machine has no package lists yet
+    if subprocess.run(["apt-get", "install", "-y", package], check=False, **quiet).returncode == 0:
+        return True
+    log(f"apt-get could not install {package}")
     return False
 
 
@@ -216,7 +225,7 @@ def postgres_cluster() -> Iterator[str | None]:
     PostgreSQL refuses to run as root, so as root it runs as the `postgres` user.
     """
     bindir = postgres_bindir()
-    if bindir is None and ensure_apt_package("psql", "postgresql"):
+    if bindir is None and apt_install("postgresql"):
         bindir = postgres_bindir()
     if bindir is None:
         log("PostgreSQL is not installed and could not be: the peer is skipped")

@@ -598,39 +598,43 @@ def main() -> int:
     footprint: dict[str, Any] | None = None
     data = plan.data_cache / f"events-{plan.events}-segments-{plan.segments}"
     have_wrk = ensure_apt_package("wrk", "wrk")
-    with ExitStack() as stack:
-        work = Path(tempfile.mkdtemp(prefix="logserver-bench-run-"))
-        stack.callback(shutil.rmtree, work, True)
-        if have_wrk:
-            users = work / "users"
-            add_bench_user(users)
-            body_file = work / "event.json"
-            body_file.write_bytes(orjson.dumps(EVENT))
-            if "append" in plan.parts or "mixed" in plan.parts:
-                peer = plan.peer and "append" in plan.parts
-                dsn = stack.enter_context(postgres_cluster()) if peer else None
-                if dsn is None:
-                    skipped.append("peer: PostgreSQL not available" if peer else "peer: not asked for")
-                always = bench_append(plan, samples_recorder, work, body_file, users, dsn)
-                try:
-                    if "mixed" in plan.parts:
-                        mixed = bench_mixed(plan, always, body_file)
-                finally:
-                    always.stop()
-            if "read" in plan.parts:
+    work = Path(tempfile.mkdtemp(prefix="logserver-bench-run-"))
+    try:
+        with ExitStack() as stack:
+            if have_wrk:
+                users = work / "users"
+                add_bench_user(users)
+                body_file = work / "event.json"
+                body_file.write_bytes(orjson.dumps(EVENT))
+                if "append" in plan.parts or "mixed" in plan.parts:
+                    peer = plan.peer and "append" in plan.parts
+                    dsn = stack.enter_context(postgres_cluster()) if peer else None
+                    if dsn is None:
+                        skipped.append("peer: PostgreSQL not available" if peer else "peer: not asked for")
+                    always = bench_append(plan, samples_recorder, work, body_file, users, dsn)
+                    try:
+                        if "mixed" in plan.parts:
+                            mixed = bench_mixed(plan, always, body_file)
+                    finally:
+                        always.stop()
+                if "read" in plan.parts:
+                    plan.data_cache.mkdir(parents=True, exist_ok=True)
+                    log(f"consume data set: {data}")
+                    storage_footprint.ensure_data_dir(data, plan.events, plan.segments)
+                    read_info = bench_read(plan, samples_recorder, work, data, users)
+            else:
+                skipped.append("throughput and latency: wrk not available")
+            if plan.footprint and "footprint" in plan.parts:
+                log("memory and start-up (bench/storage_footprint.py)")
                 plan.data_cache.mkdir(parents=True, exist_ok=True)
-                log(f"consume data set: {data}")
                 storage_footprint.ensure_data_dir(data, plan.events, plan.segments)
-                read_info = bench_read(plan, samples_recorder, work, data, users)
-        else:
-            skipped.append("throughput and latency: wrk not available")
-        if plan.footprint and "footprint" in plan.parts:
-            log("memory and start-up (bench/storage_footprint.py)")
-            plan.data_cache.mkdir(parents=True, exist_ok=True)
-            storage_footprint.ensure_data_dir(data, plan.events, plan.segments)
-            footprint = storage_footprint.measure(data, plan.events, plan.footprint_runs)
-        else:
-            skipped.append("memory and start-up: --no-footprint")
+                footprint = storage_footprint.measure(data, plan.events, plan.footprint_runs)
+            else:
+                skipped.append("memory and start-up: --no-footprint")
+    except BaseException:
+        log(f"failed: the servers' logs are kept in {work}")
+        raise
+    shutil.rmtree(work, ignore_errors=True)
 
     rows = summarise(samples_recorder.samples, read_info["events_per_answer"])
     c = 64 if 64 in plan.connections else plan.connections[-1]
