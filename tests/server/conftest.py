@@ -36,6 +36,8 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    extra_args: list[str] = field(default_factory=list)  # more `serve` flags
+    cwd: Path | None = None  # the server's working directory (default: the test's)
 
     @property
     def url(self) -> str:
@@ -50,8 +52,9 @@ class ServerProcess:
         command = [sys.executable, "-m", "logserver", "serve", "--port", str(self.port)]
         command += ["--data-dir", str(self.data_dir), "--fsync", self.fsync]
         command += ["--segment-bytes", str(self.segment_bytes), "--fsync-interval-ms", "50"]
+        command += self.extra_args
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log)
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,0 +1,137 @@
+"""Races over HTTP against the real app on a real socket: concurrent acks from one consumer, and
+reads while tiny segments roll under concurrent appends.
+
+(Fifty producers racing to create one stream is tests/api/test_append.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from typing import Any
+
+import pytest
+
+from logserver.auth import Authenticator
+from logserver.config import ServerConfig
+from logserver.http import build_app
+from logserver.storage import EventStore, FsyncPolicy
+
+from .conftest import MakeClient
+from .http_calls import Client, ack, append_ok, consume_ok, event_body, expect
+
+NAMES = ("OrderPlaced", "OrderPaid")
+SERVER_FIELDS = {"eventId", "stream", "sequence", "producerId", "receivedAt"}
+
+
+def payload_for(i: int) -> dict[str, Any]:
+    """A payload that checks itself: a torn or mixed-up event can't carry a matching one."""
+    return {"i": i, "echo": f"event {i} " + "x" * (i % 97)}
+
+
+def check_complete(event: dict[str, Any], stream: str) -> None:
+    assert event.keys() >= SERVER_FIELDS, event
+    assert event["stream"] == stream
+    assert event["event"]["version"] == 1
+    i = event["payload"]["i"]
+    assert event["payload"] == payload_for(i)
+
+
+async def test_concurrent_acks_from_one_consumer_are_all_applied(
+    client: Client, store: EventStore, config: ServerConfig, aiohttp_client: MakeClient
+) -> None:
+    ids: dict[str, list[str]] = {name: [] for name in NAMES}
+    for i in range(120):
+        name = NAMES[i % 2]
+        ids[name].append(await append_ok(client, "orders", event_body(name, payload=payload_for(i))))
+    # Every event twice (acks are idempotent), all at once, in random order; hold back three
+    # of OrderPlaced so the position must stop before the first of them.
+    held_back = set(ids["OrderPlaced"][20:23])
+    to_ack = [event_id for name in NAMES for event_id in ids[name] if event_id not in held_back] * 2
+    random.shuffle(to_ack)
+    responses = await asyncio.gather(
+        *(ack(client, "orders", event_id, consumer="acker") for event_id in to_ack)
+    )
+    for response in responses:
+        await expect(response, 200, "OK")
+
+    remaining = await consume_ok(client, "orders", "OrderPlaced", consumer="acker", limit=50)
+    assert [e["eventId"] for e in remaining] == ids["OrderPlaced"][20:23]
+    assert await consume_ok(client, "orders", "OrderPaid", consumer="acker") == []
+    stream = store.stream("orders")
+    placed = stream.checkpoint.get("acker", "OrderPlaced")
+    paid = stream.checkpoint.get("acker", "OrderPaid")
+    assert placed is not None and paid is not None
+    assert placed.position == stream.resolve(ids["OrderPlaced"][19])  # up to the first one held back
+    assert len(placed.acked) == 60 - 23  # acknowledged beyond the gap, kept individually
+    assert (paid.position, paid.acked) == (stream.resolve(ids["OrderPaid"][-1]), set())
+
+    # The held-back acks, concurrently too: the position closes the gap and runs to the end.
+    responses = await asyncio.gather(*(ack(client, "orders", i, consumer="acker") for i in held_back))
+    for response in responses:
+        await expect(response, 200, "OK")
+    assert (placed.position, placed.acked) == (stream.resolve(ids["OrderPlaced"][-1]), set())
+
+    await client.close()
+    await store.close()  # and the same after a restart: every ack was persisted
+    reopened = await EventStore.open(config.storage_config())
+    try:
+        again = await aiohttp_client(build_app(reopened, Authenticator(config.users_path), config))
+        for name in NAMES:
+            assert await consume_ok(again, "orders", name, consumer="acker") == []
+        assert await consume_ok(again, "orders", "OrderPlaced", consumer="another") != []
+    finally:
+        await reopened.close()
+
+
+@pytest.fixture(params=[FsyncPolicy.ALWAYS, FsyncPolicy.NEVER], ids=lambda p: f"fsync-{p.value}")
+def config(config: ServerConfig, request: pytest.FixtureRequest) -> ServerConfig:
+    # A segment rolls every two or three events.
+    return dataclasses.replace(config, segment_bytes=512, fsync=request.param)
+
+
+async def test_reads_while_segments_roll_see_complete_events_in_order(
+    client: Client, store: EventStore
+) -> None:
+    writers, per_writer, readers = 4, 60, 6
+    total = writers * per_writer
+    appended = 0
+
+    async def write(w: int) -> None:
+        nonlocal appended
+        for k in range(per_writer):
+            # One owner, several connections: the stream's appends still come one at a time.
+            await append_ok(
+                client, "rolling", event_body("OrderPlaced", payload=payload_for(w * per_writer + k))
+            )
+            appended += 1
+
+    async def read(r: int) -> list[int]:
+        """Read, check, ack, repeat: this consumer walks the log while it grows and rolls."""
+        seen: list[int] = []
+        consumer = f"reader-{r}"
+        for _ in range(50_000):  # a bound instead of a hang, should an event never show up
+            if len(seen) == total:
+                break
+            if appended == 0:
+                await asyncio.sleep(0)  # the stream doesn't exist yet
+                continue
+            batch = await consume_ok(client, "rolling", "OrderPlaced", consumer=consumer, limit=7)
+            for event in batch:
+                check_complete(event, "rolling")
+            sequences = [event["sequence"] for event in batch]
+            assert sequences == sorted(set(sequences)), sequences
+            assert not seen or not sequences or sequences[0] > seen[-1], (seen[-3:], sequences)
+            seen += sequences
+            acks = await asyncio.gather(*(ack(client, "rolling", e["eventId"], consumer) for e in batch))
+            for response in acks:
+                await expect(response, 200, "OK")
+        return seen
+
+    reading = [asyncio.ensure_future(read(r)) for r in range(readers)]
+    await asyncio.gather(*(write(w) for w in range(writers)))
+    seen_by_reader = await asyncio.gather(*reading)
+    assert len(store.stream("rolling").segments) > total // 4  # it really rolled, many times
+    for seen in seen_by_reader:
+        assert seen == list(range(1, total + 1))  # every event once, in order, none skipped
