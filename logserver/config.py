@@ -36,6 +36,12 @@ class ServerConfig:
     max_streams: int = 10_000
     max_event_name_chars: int = MAX_NAME_CHARS
     auth_failures_per_minute: int = 20
+    max_batch: int = 1000
+    max_deliveries: int = 5
+    idempotency_window: float = 120.0
+    retention_max_age: float | None = None
+    retention_max_bytes: int | None = None
+    public_metrics: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_level: str = "INFO"
@@ -55,6 +61,9 @@ class ServerConfig:
             fsync=self.fsync,
             fsync_interval_ms=self.fsync_interval_ms,
             segment_bytes=self.segment_bytes,
+            retention_max_age_seconds=self.retention_max_age,
+            retention_max_bytes=self.retention_max_bytes,
+            idempotency_window_seconds=self.idempotency_window,
         )
 
 
@@ -84,6 +93,24 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 0")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
 
 
 def _event_name_chars(text: str) -> int:
@@ -170,6 +197,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "failed logins per client address and minute before 429; 0 turns it off",
         "N",
     ),
+    Option("max_batch", _positive_int, "most events in one batch append (else 400)", "N"),
+    Option(
+        "max_deliveries",
+        _non_negative_int,
+        "deliveries of a leased event before <stream>.dlq; 0: no limit",
+        "N",
+    ),
+    Option("idempotency_window", _positive_seconds, "how long an Idempotency-Key is remembered", "SECONDS"),
+    Option("retention_max_age", _positive_seconds, "delete sealed segments older than this", "SECONDS"),
+    Option("retention_max_bytes", _positive_int, "keep each stream below about this many bytes", "BYTES"),
+    Option("public_metrics", _boolean, "serve /metrics without credentials", "BOOL"),
     Option("tls_cert", Path, "PEM certificate chain: serve HTTPS (needs --tls-key)", "FILE"),
     Option("tls_key", Path, "PEM private key of --tls-cert", "FILE"),
     Option("log_level", _log_level, "DEBUG, INFO (with access log), WARNING or ERROR", "LEVEL"),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
@@ -16,6 +17,11 @@ from . import validation
 from .responses import ApiError, bad_request, json_response
 
 _OK = orjson.dumps("OK")
+T = TypeVar("T")
+
+
+MAX_WAIT_SECONDS = 30.0
+MAX_ACK_WAIT_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,7 @@ class ApiLimits:
     max_limit: int = 1000
     max_event_name_chars: int = validation.MAX_EVENT_NAME_CHARS  # for appends; reads allow 255
     max_streams: int = 10_000
+    max_deliveries: int = 5
 
 
 class StreamApi:
@@ -39,19 +46,23 @@ class StreamApi:
         raw = await request.read()
         stream = validation.stream_name(request.match_info["stream"])
         producer = validation.client_id(request.headers.get("X-Producer-ID"), "X-Producer-ID")
+        expected = validation.expected_sequence(request.headers.get("X-Expected-Sequence"))
+        key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
         body = validation.event_body(raw, self._limits.max_event_name_chars)
-        if self._exists(stream):
-            event_id = await self._store.append(stream, producer, body)
-        else:
-            event_id = await self._create_and_append(stream, producer, body)
+        event_id = await self.creating(
+            stream, lambda: self._store.append(stream, producer, body, expected, key)
+        )
         return json_response(orjson.dumps(event_id))
 
-    async def _create_and_append(self, stream: str, producer: str, body: dict[str, Any]) -> str:
+    async def creating(self, stream: str, append: Callable[[], Awaitable[T]]) -> T:
+        """Run an append, holding the stream limit when it would create the stream."""
+        if self._exists(stream):
+            return await append()
         async with self._create_lock:
             if not self._exists(stream) and self._store.stream_count() >= self._limits.max_streams:
                 maximum = self._limits.max_streams
                 raise ApiError(409, f"the server already holds its maximum of {maximum} streams")
-            return await self._store.append(stream, producer, body)
+            return await append()
 
     def _exists(self, stream: str) -> bool:
         try:
@@ -71,15 +82,36 @@ class StreamApi:
             raise bad_request("eventName is required")
         validation.event_name(name, "eventName")
         limit = validation.limit(query.get("limit"), self._limits.max_limit)
-        # The store returns the finished JSON array: stored bytes, not re-encoded.
-        return json_response(await self._store.read(stream, name, consumer, limit))
+        wait = validation.seconds(query.get("wait"), "wait", MAX_WAIT_SECONDS, allow_zero=True)
+        ack_wait = (
+            validation.seconds(query.get("ackWait"), "ackWait", MAX_ACK_WAIT_SECONDS, allow_zero=False)
+            if "ackWait" in query
+            else None
+        )
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            # The store returns the finished JSON array: stored bytes, not re-encoded.
+            if ack_wait is None:
+                body = await self._store.read(stream, name, consumer, limit)
+            else:
+                body = await self._store.read_leased(
+                    stream, name, consumer, limit, ack_wait, self._limits.max_deliveries
+                )
+            remaining = deadline - asyncio.get_running_loop().time()
+            if body != b"[]" or remaining <= 0:
+                return json_response(body)
+            # Long-poll: nothing between the read and this registration can append (one loop).
+            await self._store.wait_for_events(stream, name, remaining)
 
     async def ack(self, request: web.Request) -> web.Response:
         raw = await request.read()
         stream = validation.stream_name(request.match_info["stream"])
         consumer = validation.client_id(request.headers.get("X-Consumer-ID"), "X-Consumer-ID")
-        validation.ack_body(raw, request.content_type)
-        await self._store.ack(stream, consumer, request.match_info["eventID"])
+        action = validation.ack_body(raw, request.content_type)
+        if action == "ACK":
+            await self._store.ack(stream, consumer, request.match_info["eventID"])
+        else:
+            await self._store.nack(stream, consumer, request.match_info["eventID"])
         return json_response(_OK)
 
     async def health(self, request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 
 from logserver.auth import Authenticator, FailedLoginThrottle
@@ -10,7 +11,10 @@ from logserver.storage import EventStore
 
 from . import validation
 from .api import ApiLimits, StreamApi
+from .extensions import ExtensionApi
+from .metrics import RequestMetrics
 from .middleware import auth_middleware, error_middleware
+from .openapi import openapi_document
 from .routes import register, route_table
 
 
@@ -26,11 +30,21 @@ def build_app(
     """
     validation.preload()
     app = web.Application(client_max_size=config.max_body_bytes)
-    limits = ApiLimits(config.max_limit, config.max_event_name_chars, config.max_streams)
-    rules = register(app.router, route_table(StreamApi(store, limits)))
+    limits = ApiLimits(
+        config.max_limit, config.max_event_name_chars, config.max_streams, config.max_deliveries
+    )
+    api = StreamApi(store, limits)
+    metrics = RequestMetrics()
+    document = orjson.dumps(openapi_document(config.max_limit, config.max_batch))
+    more = ExtensionApi(
+        store, api, config.max_limit, config.max_batch, config.max_event_name_chars, document, metrics
+    )
+    rules = register(app.router, route_table(api, more, config.public_metrics))
     if throttle is None:
         throttle = FailedLoginThrottle(config.auth_failures_per_minute)
-    # Outermost first: errors are rendered for everything, auth runs before any handler.
+    # Outermost first: metrics see every final response, errors are rendered for everything,
+    # auth runs before any handler.
+    app.middlewares.append(metrics.middleware())
     app.middlewares.append(error_middleware(config.max_body_bytes))
     app.middlewares.append(auth_middleware(authenticator, rules, throttle))
     return app

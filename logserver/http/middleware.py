@@ -14,6 +14,7 @@ from logserver.auth import Authenticator, FailedLoginThrottle, Throttled, client
 from logserver.storage.errors import (
     EventNotFound,
     InvalidName,
+    SequenceMismatch,
     StorageError,
     StorageFull,
     StreamCorrupt,
@@ -110,6 +111,8 @@ def _storage_error(request: web.Request, exc: StorageError) -> web.Response:
     if isinstance(exc, EventNotFound):
         event_id = request.match_info.get("eventID", "")
         return error_response(404, f"event '{event_id}' does not exist in stream '{stream}'")
+    if isinstance(exc, SequenceMismatch):
+        return error_response(409, str(exc), headers={"X-Current-Sequence": str(exc.current)})
     if isinstance(exc, StreamLocked):
         return error_response(423, "Second writers not allowed")
     if isinstance(exc, InvalidName):

@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 from logserver.auth import Action, User
 
 from .api import StreamApi
+from .extensions import ExtensionApi
 
 # How a 403 names each action: "may not produce to stream 'x'".
 _ACTION_PHRASES: dict[Action, str] = {
@@ -33,13 +34,26 @@ class Route:
     public: bool = False  # the only way a route escapes authentication
 
 
-def route_table(api: StreamApi) -> tuple[Route, ...]:
+def route_table(api: StreamApi, more: ExtensionApi, public_metrics: bool) -> tuple[Route, ...]:
+    stream = "/api/v1/streams/{stream}"
     return (
-        Route("POST", "/api/v1/streams/{stream}/events", api.append, permission="produce"),
-        Route("GET", "/api/v1/streams/{stream}/events", api.consume, permission="consume"),
+        # SPEC v1
+        Route("POST", f"{stream}/events", api.append, permission="produce"),
+        Route("GET", f"{stream}/events", api.consume, permission="consume"),
         # An ack moves the consumer's position: part of consuming, not producing.
-        Route("POST", "/api/v1/streams/{stream}/events/{eventID}", api.ack, permission="consume"),
+        Route("POST", f"{stream}/events/{{eventID}}", api.ack, permission="consume"),
         Route("GET", "/health", api.health, public=True),
+        # Extensions (README "Extensions", /api/v1/openapi.json)
+        Route("POST", f"{stream}/events:batch", more.append_batch, permission="produce"),
+        Route("GET", f"{stream}/events/{{eventID}}", more.get_event, permission="consume"),
+        Route("GET", f"{stream}/history", more.history, permission="consume"),
+        Route("GET", "/api/v1/streams", more.list_streams),
+        Route("GET", stream, more.describe_stream, permission="consume"),
+        Route("GET", f"{stream}/consumers", more.list_consumers, permission="consume"),
+        Route("PUT", f"{stream}/consumers/{{consumer}}", more.seek_consumer, permission="consume"),
+        Route("PUT", f"{stream}/retention", more.set_retention, permission="admin"),
+        Route("GET", "/metrics", more.metrics, public=public_metrics),
+        Route("GET", "/api/v1/openapi.json", more.openapi, public=True),
     )
 
 

@@ -71,47 +71,56 @@ def limit(value: str | None, maximum: int) -> int:
 
 
 def event_body(raw: bytes, max_name_chars: int = MAX_EVENT_NAME_CHARS) -> dict[str, Any]:
-    """The append body as stored: unknown top-level keys kept, `payload` defaulting to {}."""
+    """Parse and check one append body (see `event_fields`)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise bad_request("body is not valid JSON") from None
+    return event_fields(body, max_name_chars)
+
+
+def event_fields(body: Any, max_name_chars: int = MAX_EVENT_NAME_CHARS, where: str = "") -> dict[str, Any]:
+    """The append body as stored: unknown top-level keys kept, `payload` defaulting to {}.
+
+    `where` prefixes the field names of errors ("events[3]" in a batch).
+    """
+    at = f"{where}." if where else ""
     if not isinstance(body, dict):
-        raise bad_request("body must be a JSON object")
+        raise bad_request(f"{where or 'body'} must be a JSON object")
 
     event = body.get("event")
     if not isinstance(event, dict):
-        raise bad_request("event must be an object")
-    event_name(event.get("name"), "event.name", max_name_chars)
+        raise bad_request(f"{at}event must be an object")
+    event_name(event.get("name"), f"{at}event.name", max_name_chars)
     version = event.get("version")
     if type(version) is not int or version < 1:  # bool is an int subclass: reject it too
-        raise bad_request("event.version must be an integer >= 1")
+        raise bad_request(f"{at}event.version must be an integer >= 1")
 
-    _string_fields(body, "system", _SYSTEM_STRING_FIELDS)
+    _string_fields(body, "system", _SYSTEM_STRING_FIELDS, at)
     system = body.get("system")
     if system is not None:
         if "time" in system and not _is_valid_time(system["time"]):
-            raise bad_request("system.time must be 'YYYY-MM-DD HH:MM:SS' or RFC 3339")
+            raise bad_request(f"{at}system.time must be 'YYYY-MM-DD HH:MM:SS' or RFC 3339")
         if "timezone" in system and not _is_known_zone(system["timezone"]):
-            raise bad_request("system.timezone must be a known IANA time zone")
-    _string_fields(body, "trigger", _TRIGGER_STRING_FIELDS)
+            raise bad_request(f"{at}system.timezone must be a known IANA time zone")
+    _string_fields(body, "trigger", _TRIGGER_STRING_FIELDS, at)
 
     if "payload" not in body:
         body["payload"] = {}
     elif not isinstance(body["payload"], dict):
-        raise bad_request("payload must be an object")
+        raise bad_request(f"{at}payload must be an object")
     return body
 
 
-def _string_fields(body: dict[str, Any], section: str, names: tuple[str, ...]) -> None:
+def _string_fields(body: dict[str, Any], section: str, names: tuple[str, ...], at: str) -> None:
     if section not in body:
         return
     value = body[section]
     if not isinstance(value, dict):
-        raise bad_request(f"{section} must be an object")
+        raise bad_request(f"{at}{section} must be an object")
     for name in names:
         if name in value and not isinstance(value[name], str):
-            raise bad_request(f"{section}.{name} must be a string")
+            raise bad_request(f"{at}{section}.{name} must be a string")
 
 
 def _is_valid_time(text: str) -> bool:
@@ -142,8 +151,9 @@ def _is_known_zone(name: str) -> bool:
     return name in _known_zones()
 
 
-def ack_body(raw: bytes, content_type: str) -> None:
-    """Require the `action` of an ack body: form `action=ACK` as specified, or JSON `{"action": "ACK"}`."""
+def ack_body(raw: bytes, content_type: str) -> str:
+    """The `action` of an ack body: form `action=ACK` as specified, or JSON `{"action": "ACK"}`;
+    `NACK` (release for redelivery) is the one extension."""
     if content_type == "application/json" or raw.lstrip().startswith(b"{"):
         try:
             doc = orjson.loads(raw)
@@ -151,7 +161,7 @@ def ack_body(raw: bytes, content_type: str) -> None:
             raise bad_request("body is not valid JSON") from None
         action = doc.get("action") if isinstance(doc, dict) else None
         if action is not None and not isinstance(action, str):
-            raise bad_request("action must be ACK")
+            raise bad_request("action must be ACK or NACK")
     else:
         try:
             form = urllib.parse.parse_qs(raw.decode("utf-8"), keep_blank_values=True)
@@ -161,8 +171,41 @@ def ack_body(raw: bytes, content_type: str) -> None:
         action = values[0] if values else None
     if action is None:
         raise bad_request("action is required (action=ACK)")
-    if action != "ACK":
-        raise bad_request("action must be ACK")
+    if action not in ("ACK", "NACK"):
+        raise bad_request("action must be ACK or NACK")
+    return action
+
+
+def seconds(value: str | None, field: str, maximum: float, allow_zero: bool) -> float:
+    """A query parameter in seconds (`wait`, `ackWait`); absent is 0."""
+    if value is None:
+        return 0.0
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    low_ok = number >= 0 if allow_zero else number > 0
+    if not (low_ok and number <= maximum):  # also rejects nan
+        bound = "0" if allow_zero else "more than 0"
+        raise bad_request(f"{field} must be a number of seconds from {bound} to {maximum:g}")
+    return number
+
+
+def expected_sequence(value: str | None) -> int | None:
+    """X-Expected-Sequence: the sequence the producer believes is last (0: no stream yet)."""
+    if value is None:
+        return None
+    if value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    raise bad_request("X-Expected-Sequence must be a non-negative integer")
+
+
+def idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 255 or not value.isprintable():
+        raise bad_request("Idempotency-Key must be 1 to 255 printable characters")
+    return value
 
 
 def preload() -> None:

@@ -70,10 +70,10 @@ async def test_event_of_another_stream_is_404(client: Client) -> None:
     ("content_type", "body", "message"),
     [
         ("application/x-www-form-urlencoded", b"", "Bad Request - action is required (action=ACK)"),
-        ("application/x-www-form-urlencoded", b"action=NACK", "Bad Request - action must be ACK"),
+        ("application/x-www-form-urlencoded", b"action=REJECT", "Bad Request - action must be ACK or NACK"),
         ("application/x-www-form-urlencoded", b"other=1", "Bad Request - action is required (action=ACK)"),
-        ("application/json", b'{"action": "nope"}', "Bad Request - action must be ACK"),
-        ("application/json", b'{"action": 1}', "Bad Request - action must be ACK"),
+        ("application/json", b'{"action": "nope"}', "Bad Request - action must be ACK or NACK"),
+        ("application/json", b'{"action": 1}', "Bad Request - action must be ACK or NACK"),
         ("application/json", b"{}", "Bad Request - action is required (action=ACK)"),
         ("application/json", b"{broken", "Bad Request - body is not valid JSON"),
     ],

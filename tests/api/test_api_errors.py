@@ -23,8 +23,8 @@ from .http_calls import AUTH, Client, append_ok, consume, event_body, events_pat
     [
         "/",
         "/nope",
-        "/api/v1/streams",
-        "/api/v1/streams/s",
+        "/api/v1",
+        "/api/v1/streams/s/nothing",
         "/api/v1/streams/s/events/",
         "/api/v2/streams/s/events",
     ],
@@ -39,7 +39,7 @@ async def test_unknown_route_is_json_404(client: Client, path: str) -> None:
     [
         ("DELETE", events_path("s"), {"GET", "POST"}),
         ("PUT", events_path("s"), {"GET", "POST"}),
-        ("GET", events_path("s", "00000000-0000-0000-0000-000000000000"), {"POST"}),
+        ("DELETE", events_path("s", "00000000-0000-0000-0000-000000000000"), {"GET", "POST"}),
         ("POST", "/health", {"GET"}),
     ],
 )
