@@ -183,7 +183,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("port", _port, "TCP port to listen on", "PORT"),
     Option("data_dir", Path, "directory holding streams, checkpoints and users", "DIR"),
     Option("users_file", Path, "users file, one name:hash line per user", "FILE", "<data-dir>/users"),
-    Option("fsync", _fsync_policy, "when appends reach the disk: always|interval|never", "POLICY"),
+    Option("fsync", _fsync_policy, "when appends reach the disk: always, interval or never", "POLICY"),
     Option("fsync_interval_ms", _positive_int, "fsync period for --fsync interval", "MS"),
     Option("segment_bytes", _positive_int, "roll a stream's segment file at this size", "BYTES"),
     Option("max_body_bytes", _positive_int, "largest accepted request body (else 413)", "BYTES"),
@@ -201,7 +201,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "max_deliveries",
         _non_negative_int,
-        "deliveries of a leased event before <stream>.dlq; 0: no limit",
+        "deliveries of a leased event before it moves to STREAM.dlq; 0: no limit",
         "N",
     ),
     Option("idempotency_window", _positive_seconds, "how long an Idempotency-Key is remembered", "SECONDS"),

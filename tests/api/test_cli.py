@@ -140,3 +140,10 @@ def test_user_add_reads_the_password_from_stdin_into_the_data_dir(tmp_path: Path
 def test_user_add_refuses_a_bad_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["user", "add", "a:b", "--password", "x", "--users-file", str(tmp_path / "u")]) == 1
     assert "user name" in capsys.readouterr().err
+
+
+def test_readme_configuration_table_lists_every_option() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for option in SERVE_OPTIONS:
+        row = f"| `{option.flag}` | `{option.env}` | `{option.default_text}` | {option.help} |"
+        assert row in readme, f"README's configuration table lacks or misstates {option.flag}"

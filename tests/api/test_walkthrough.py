@@ -31,6 +31,18 @@ def walkthrough_script() -> str:
     return match[1]
 
 
+def extension_examples() -> list[str]:
+    blocks = re.findall(r"<!-- extension -->\n```sh\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    assert len(blocks) >= 9, "README.md lost its extension examples"
+    return blocks
+
+
+def as_run_here(script: str, port: int) -> str:
+    script = script.replace("http://127.0.0.1:8080", f"http://127.0.0.1:{port}")
+    # `make run` made .venv; here the interpreter running the tests stands in for it.
+    return script.replace(".venv/bin/logserver", f"{shlex.quote(sys.executable)} -m logserver")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -78,10 +90,7 @@ def test_readme_walkthrough_works_as_written(
     server: tuple[subprocess.Popen[str], int], tmp_path: Path
 ) -> None:
     process, port = server
-    script = walkthrough_script()
-    script = script.replace("http://127.0.0.1:8080", f"http://127.0.0.1:{port}")
-    # `make run` made .venv; here the interpreter running the tests stands in for it.
-    script = script.replace(".venv/bin/logserver", f"{shlex.quote(sys.executable)} -m logserver")
+    script = as_run_here(walkthrough_script(), port)
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
     )
@@ -95,6 +104,18 @@ def test_readme_walkthrough_works_as_written(
     assert event["payload"] == {"orderId": 42}
     assert orjson.loads(acked) == "OK"
     assert orjson.loads(consumed_again) == []
+
+    # The extension examples continue from here, each as written but failing on a non-2xx answer.
+    examples = "\n".join(extension_examples()).replace("curl -s ", "curl -sSf ")
+    more = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", as_run_here(script + examples, port)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert more.returncode == 0, more.stderr
+    assert 'logserver_stream_last_sequence{stream="Webshop Orders"}' in more.stdout
 
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
