@@ -9,7 +9,6 @@ from logserver.auth import Authenticator, FailedLoginThrottle
 from logserver.config import ServerConfig
 from logserver.storage import EventStore
 
-from . import validation
 from .api import ApiLimits, StreamApi
 from .extensions import ExtensionApi
 from .metrics import RequestMetrics
@@ -28,7 +27,6 @@ def build_app(
 
     `throttle` defaults to one built from the config; tests pass one with their own clock.
     """
-    validation.preload()
     app = web.Application(client_max_size=config.max_body_bytes)
     limits = ApiLimits(
         config.max_limit, config.max_event_name_chars, config.max_streams, config.max_deliveries
