@@ -34,6 +34,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cache
@@ -288,6 +289,19 @@ def _stamp(path: Path) -> _FileStamp | None:
 
 
 @cache
+def _key_derivation_executor() -> ThreadPoolExecutor:
+    """One thread for every key derivation, apart from the default executor.
+
+    Each scrypt derivation takes 16 MiB, which glibc keeps in the arena of the thread
+    that used it: spread over the default executor's threads that was 130 MiB of resident
+    memory after a few failed logins (tests/server/test_soak.py). One thread also keeps a
+    burst of logins from queueing the storage engine's fsyncs behind 50 ms derivations,
+    and from taking more than one core from the event loop.
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="logserver-kdf")
+
+
+@cache
 def _dummy_hash() -> str:
     """A hash nobody knows the password of, made once per process with the default cost."""
     return hash_password(secrets.token_urlsafe(16))
@@ -345,7 +359,7 @@ class Authenticator:
     async def _verify(self, key: bytes, header: str) -> User | None:
         users = self._users
         loop = asyncio.get_running_loop()
-        user = await loop.run_in_executor(None, self._check, users, header)
+        user = await loop.run_in_executor(_key_derivation_executor(), self._check, users, header)
         # Cache only if the file didn't change while the key was being derived.
         if user is not None and users is self._users:
             if len(self._verified) >= CACHE_MAX_ENTRIES:
