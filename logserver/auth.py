@@ -83,6 +83,10 @@ class Permissions:
         patterns = self.admin if action == "admin" else (*getattr(self, action), *self.admin)
         return any(fnmatchcase(stream, pattern) for pattern in patterns)
 
+    def allows_some(self, stream: str) -> bool:
+        """Whether the user may do anything at all with `stream` (e.g. see it listed)."""
+        return self.allows("produce", stream) or self.allows("consume", stream)
+
     def to_field(self) -> str | None:
         """The users-file field, or None for unrestricted users (whose line has no field)."""
         if self.unrestricted:

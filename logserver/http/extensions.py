@@ -19,6 +19,7 @@ from logserver.storage.record import event_json
 from . import validation
 from .api import StreamApi
 from .metrics import RequestMetrics
+from .request_user import request_user
 from .responses import bad_request, json_response
 
 
@@ -62,7 +63,10 @@ class ExtensionApi:
         return json_response(orjson.dumps(ids))
 
     async def list_streams(self, request: web.Request) -> web.Response:
-        return json_response(orjson.dumps(self._store.describe_streams()))
+        # Only streams the user may use: the listing must not reveal what a 403 hides.
+        permissions = request_user(request).permissions
+        streams = [s for s in self._store.describe_streams() if permissions.allows_some(s["name"])]
+        return json_response(orjson.dumps(streams))
 
     async def describe_stream(self, request: web.Request) -> web.Response:
         stream = validation.stream_name(request.match_info["stream"])

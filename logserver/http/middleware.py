@@ -22,6 +22,7 @@ from logserver.storage.errors import (
     StreamNotFound,
 )
 
+from .request_user import AUTHENTICATED_USER
 from .responses import ApiError, error_response
 from .routes import AccessRules
 
@@ -99,6 +100,7 @@ def auth_middleware(
         denial = rules.denial(user, match_info)
         if denial is not None:
             return error_response(403, denial)
+        request[AUTHENTICATED_USER] = user
         return await handler(request)
 
     return authenticate

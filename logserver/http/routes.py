@@ -32,6 +32,7 @@ class Route:
     handler: Handler
     permission: Action | None = None  # checked against the path's {stream}
     public: bool = False  # the only way a route escapes authentication
+    full_access: bool = False  # only for users without a permissions field (it spans all streams)
 
 
 def route_table(api: StreamApi, more: ExtensionApi, public_metrics: bool) -> tuple[Route, ...]:
@@ -47,12 +48,13 @@ def route_table(api: StreamApi, more: ExtensionApi, public_metrics: bool) -> tup
         Route("POST", f"{stream}/events:batch", more.append_batch, permission="produce"),
         Route("GET", f"{stream}/events/{{eventID}}", more.get_event, permission="consume"),
         Route("GET", f"{stream}/history", more.history, permission="consume"),
-        Route("GET", "/api/v1/streams", more.list_streams),
+        Route("GET", "/api/v1/streams", more.list_streams),  # lists only the user's streams
         Route("GET", stream, more.describe_stream, permission="consume"),
         Route("GET", f"{stream}/consumers", more.list_consumers, permission="consume"),
         Route("PUT", f"{stream}/consumers/{{consumer}}", more.seek_consumer, permission="consume"),
         Route("PUT", f"{stream}/retention", more.set_retention, permission="admin"),
-        Route("GET", "/metrics", more.metrics, public=public_metrics),
+        # Metrics name every stream, so a user limited to some streams may not read them.
+        Route("GET", "/metrics", more.metrics, public=public_metrics, full_access=True),
         Route("GET", "/api/v1/openapi.json", more.openapi, public=True),
     )
 
@@ -71,6 +73,8 @@ class AccessRules:
             if user.permissions.unrestricted:
                 return None
             return f"user '{user.name}' may not use {match_info.route.method} {match_info.route.resource}"
+        if route.full_access and not user.permissions.unrestricted:
+            return f"user '{user.name}' may not use {route.method} {route.path}"
         if route.permission is None:
             return None
         stream = match_info["stream"]

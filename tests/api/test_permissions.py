@@ -209,3 +209,22 @@ def test_user_add_refuses_full_access_with_patterns(
     assert main(argv) == 1
     assert "--full-access" in capsys.readouterr().err
     assert not users.exists()
+
+
+async def test_the_stream_listing_shows_only_the_users_streams(client: Client) -> None:
+    for stream in ("orders-eu", "orders-us", "billing", "hr"):
+        await append_ok(client, stream)
+    listed = await expect(await client.get("/api/v1/streams", headers=basic("shop")), 200)
+    assert [s["name"] for s in listed] == ["orders-eu", "orders-us"]
+    listed = await expect(await client.get("/api/v1/streams", headers=basic("billing-admin")), 200)
+    assert [s["name"] for s in listed] == ["billing"]
+    assert await expect(await client.get("/api/v1/streams", headers=basic("nobody")), 200) == []
+    listed = await expect(await client.get("/api/v1/streams", headers=AUTH), 200)
+    assert [s["name"] for s in listed] == ["billing", "hr", "orders-eu", "orders-us"]
+
+
+async def test_metrics_which_name_every_stream_need_full_access(client: Client) -> None:
+    response = await client.get("/metrics", headers=basic("billing-admin"))
+    await expect(response, 403, "Forbidden - user 'billing-admin' may not use GET /metrics")
+    response = await client.get("/metrics", headers=AUTH)
+    assert response.status == 200
