@@ -94,7 +94,7 @@ def config(config: ServerConfig, request: pytest.FixtureRequest) -> ServerConfig
 async def test_reads_while_segments_roll_see_complete_events_in_order(
     client: Client, store: EventStore
 ) -> None:
-    writers, per_writer, readers = 4, 60, 6
+    writers, per_writer, readers = 4, 40, 6
     total = writers * per_writer
     appended = 0
 
