@@ -76,6 +76,12 @@ async def build(data_dir: Path, events: int, segment_bytes: int) -> None:
     await store.close()
 
 
+def stored_bytes_per_event(scratch: Path, sample: int = 2000) -> float:
+    """What the engine stores per event of build()'s kind: measured, as its record format may change."""
+    asyncio.run(build(scratch, sample, 1 << 40))
+    return sum(f.stat().st_size for f in scratch.glob("streams/*/*.log")) / sample
+
+
 def measure_rss(data_dir: Path) -> tuple[int, float]:
     out = subprocess.run(
         [sys.executable, "-c", MEASURE_RSS, str(data_dir)], capture_output=True, text=True, check=True
@@ -124,9 +130,11 @@ def ensure_data_dir(full: Path, events: int, segments: int) -> None:
         return
     partial = full.with_name(full.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    record_bytes = 480  # the example event as stored, about
     started = time.perf_counter()
-    asyncio.run(build(partial, events, events * record_bytes // segments))
+    # 1% over an even split, so the last of `segments` segments takes the rounding
+    segment_bytes = int(events * stored_bytes_per_event(partial) / segments * 1.01)
+    shutil.rmtree(partial, ignore_errors=True)
+    asyncio.run(build(partial, events, segment_bytes))
     partial.rename(full)
     print(f"built {events:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
