@@ -26,3 +26,4 @@ class StorageConfig:
     retention_max_bytes: int | None = None
     retention_check_seconds: float = 60.0
     idempotency_window_seconds: float = 120.0  # how long an Idempotency-Key is remembered
+    max_open_sealed_segments: int = 256  # read descriptors of sealed segments, all streams together

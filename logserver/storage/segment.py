@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class Segment:
         self.size = 0
         self.offsets = array("I")
         self._fd: int | None = None
+        self._sealed_files: SealedSegmentFiles | None = None  # set once sealed: reads share a bound
 
     @property
     def count(self) -> int:
@@ -65,12 +67,23 @@ class Segment:
     def fd(self) -> int:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            if self._sealed_files is not None:
+                self._sealed_files.opened(self)
+        elif self._sealed_files is not None:
+            self._sealed_files.used(self)
         return self._fd
+
+    def seal(self, files: SealedSegmentFiles) -> None:
+        """No more writes: from now on its descriptor is one of `files`' bounded few."""
+        self.close()
+        self._sealed_files = files
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            if self._sealed_files is not None:
+                self._sealed_files.closed(self)
 
     def append(self, lines: list[bytes]) -> None:
         """Write records in one pwrite; on failure the file is cut back to end with the last good one."""
@@ -107,6 +120,34 @@ class Segment:
 
     def fsync(self) -> None:
         os.fsync(self.fd)
+
+
+class SealedSegmentFiles:
+    """Keeps at most `limit` sealed segments' files open, closing the least recently read.
+
+    Without it every sealed segment ever read would hold a descriptor until shutdown (a 1 TB
+    store: ~16,000). Active segments are not counted: their fsync runs in a thread, and a
+    descriptor closed under it could be reused by another file.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._open: OrderedDict[Segment, None] = OrderedDict()
+
+    def opened(self, segment: Segment) -> None:
+        self._open[segment] = None
+        while len(self._open) > self.limit:
+            oldest = next(iter(self._open))
+            oldest.close()  # calls closed(), which removes it
+
+    def used(self, segment: Segment) -> None:
+        self._open.move_to_end(segment)
+
+    def closed(self, segment: Segment) -> None:
+        self._open.pop(segment, None)
+
+    def __len__(self) -> int:
+        return len(self._open)
 
 
 @dataclass

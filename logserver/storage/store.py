@@ -28,7 +28,7 @@ from .errors import DataDirInUse, SequenceMismatch, StorageError, StreamCorrupt,
 from .metadata import StreamMetadata
 from .names import check_name, check_stream_name, stream_dir_name, stream_name_from_dir
 from .record import SERVER_FIELDS, event_json
-from .segment import segment_file_name, storage_error
+from .segment import SealedSegmentFiles, segment_file_name, storage_error
 from .stream_log import StreamLog, utc_now_rfc3339
 
 log = logging.getLogger("logserver.storage")
@@ -54,6 +54,7 @@ class EventStore:
         self._sync_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
+        self._sealed_files = SealedSegmentFiles(config.max_open_sealed_segments)
 
     @classmethod
     async def open(cls, config: StorageConfig) -> EventStore:
@@ -75,7 +76,7 @@ class EventStore:
 
     def _open_stream(self, directory: Path) -> None:
         try:
-            stream = StreamLog.open(directory, self.config)
+            stream = StreamLog.open(directory, self.config, self._sealed_files)
         except StreamCorrupt as exc:
             name = _name_of_damaged(directory)
             if name is None:
@@ -284,7 +285,7 @@ class EventStore:
             metadata = StreamMetadata(name, owner, utc_now_rfc3339())
             try:
                 await asyncio.to_thread(self._build_stream_dir, directory, metadata)
-                stream = await asyncio.to_thread(StreamLog.open, directory, self.config)
+                stream = await asyncio.to_thread(StreamLog.open, directory, self.config, self._sealed_files)
             except OSError as exc:
                 raise storage_error(exc, "stream creation") from exc
             self._streams[name] = stream

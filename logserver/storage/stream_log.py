@@ -11,6 +11,7 @@ appends fail and the next append first cuts the log back to its durable end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -35,6 +36,7 @@ from .metadata import Epoch, StreamMetadata
 from .record import MAX_BATCH, UtcClock, check_line, encode_record, event_start, rfc3339
 from .segment import (
     INDEX_SUFFIX,
+    SealedSegmentFiles,
     Segment,
     base_of,
     scan_records,
@@ -80,8 +82,10 @@ class StreamLog:
         checkpoint: ConsumerCheckpoint,
         keys: IdempotencyKeys,
         config: StorageConfig,
+        sealed_files: SealedSegmentFiles,
     ) -> None:
         self.directory = directory
+        self._sealed_files = sealed_files
         self.keys = keys
         self.metadata = metadata
         self.checkpoint = checkpoint
@@ -101,6 +105,7 @@ class StreamLog:
         self.unsynced = False  # written since the last fsync (interval mode)
         self.last_append_at: str | None = None
         self.damage: str | None = None  # set when a read finds a bad record: the stream is refused
+        self._interval_fsync: asyncio.Future[None] | None = None  # the interval tick's, in flight
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}  # long-poll readers by event name
         self._unannounced: set[str] = set()  # names appended since the last fsync began
         # Shared-consumer state, in memory only: a restart just redelivers (at-least-once).
@@ -110,7 +115,9 @@ class StreamLog:
     # ---- opening and recovery -------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: Path, config: StorageConfig) -> StreamLog:
+    def open(
+        cls, directory: Path, config: StorageConfig, sealed_files: SealedSegmentFiles | None = None
+    ) -> StreamLog:
         """Load a stream, verifying what start-up must: raises StreamCorrupt on mid-log damage."""
         try:
             metadata = StreamMetadata.load(directory)
@@ -137,7 +144,10 @@ class StreamLog:
             segments.append(segment)
         checkpoint = ConsumerCheckpoint.load(directory / CHECKPOINT_FILE, config.fsync is FsyncPolicy.ALWAYS)
         keys.expire()
-        stream = cls(directory, metadata, segments, name_sequences, checkpoint, keys, config)
+        sealed_files = sealed_files if sealed_files is not None else SealedSegmentFiles()
+        for sealed in segments[:-1]:
+            sealed.seal(sealed_files)
+        stream = cls(directory, metadata, segments, name_sequences, checkpoint, keys, config, sealed_files)
         moved = checkpoint.clamp(stream.next_sequence - 1)
         if moved:
             log.warning("stream %r: %d consumer positions clamped to the log end", metadata.name, moved)
@@ -322,6 +332,8 @@ class StreamLog:
             raise storage_error(exc, "segment roll") from exc
         self._segments.append(new)
         self._bases.append(new.base)
+        await self._interval_fsync_done()  # from here on a tick fsyncs the new segment
+        old.seal(self._sealed_files)  # its last fsync is done: the descriptor may go
         index = encode_index(old, self._name_sequences, self.keys.in_range(old.base, old.end_sequence))
         try:
             await asyncio.to_thread(replace_atomically, old.path.with_suffix(INDEX_SUFFIX), index)
@@ -625,9 +637,16 @@ class StreamLog:
         loop = asyncio.get_running_loop()
         if self.unsynced:
             self.unsynced = False
-            await loop.run_in_executor(None, self._segments[-1].fsync)
+            self._interval_fsync = loop.run_in_executor(None, self._segments[-1].fsync)
+            await self._interval_fsync
         if self.checkpoint.unsynced:
             await loop.run_in_executor(None, self.checkpoint.sync)
+
+    async def _interval_fsync_done(self) -> None:
+        """Before closing a descriptor: the interval tick may be fsyncing it in a thread."""
+        if self._interval_fsync is not None and not self._interval_fsync.done():
+            with contextlib.suppress(OSError):
+                await asyncio.shield(self._interval_fsync)
 
     async def close(self) -> None:
         """Flush everything, persist the active segment's index (a clean-shutdown hint), close files."""
@@ -642,6 +661,7 @@ class StreamLog:
                 keys = self.keys.in_range(active.base, active.end_sequence)
                 index = encode_index(active, self._name_sequences, keys)
                 await asyncio.to_thread(replace_atomically, active.path.with_suffix(INDEX_SUFFIX), index)
+            await self._interval_fsync_done()
             for segment in self._segments:
                 segment.close()
 

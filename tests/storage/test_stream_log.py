@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,38 @@ async def test_lazy_policies_append_and_survive_reopen(
         assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")] == ids[1:]
     finally:
         await store.close()
+
+
+def open_log_files(directory: Path) -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        count += target.startswith(str(directory)) and target.endswith(".log")
+    return count
+
+
+async def test_sealed_segments_hold_a_bounded_number_of_descriptors(
+    tmp_path: Path, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    config = StorageConfig(tmp_path, segment_bytes=1024, max_open_sealed_segments=2)
+    store = await EventStore.open(config)
+    try:
+        for stream in ("one", "two"):
+            for i in range(40):
+                await store.append(stream, "p", event(i=i))
+        assert len(store.stream("one").segments) > 5
+        for stream in ("one", "two"):
+            assert len(await read_events(store, stream, "OrderPlaced", "c")) == 40  # reads every segment
+            assert open_log_files(tmp_path) <= 2 + 2  # two sealed ones, plus each stream's active
+        await store.close()
+        store = await EventStore.open(config)  # and after a restart, with sealed segments loaded
+        for stream in ("one", "two"):
+            assert len(await read_events(store, stream, "OrderPlaced", "c")) == 40
+        assert open_log_files(tmp_path) <= 2 + 2
+    finally:
+        await store.close()
+    assert open_log_files(tmp_path) == 0
