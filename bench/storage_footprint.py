@@ -131,8 +131,10 @@ def ensure_data_dir(full: Path, events: int, segments: int) -> None:
     partial = full.with_name(full.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     started = time.perf_counter()
-    # 1% over an even split, so the last of `segments` segments takes the rounding
-    segment_bytes = int(events * stored_bytes_per_event(partial) / segments * 1.01)
+    # The sample's sequences and payload numbers have fewer digits than the full set's (about
+    # 1.2% fewer bytes at 1M events): 2.5% over an even split keeps it to `segments` segments,
+    # the last one a little shorter.
+    segment_bytes = int(events * stored_bytes_per_event(partial) / segments * 1.025)
     shutil.rmtree(partial, ignore_errors=True)
     asyncio.run(build(partial, events, segment_bytes))
     partial.rename(full)
