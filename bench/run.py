@@ -709,7 +709,7 @@ def render(result: dict[str, Any], rows: list[dict[str, Any]], charted: bool, na
             + (
                 f"every one of them delivered and acked ({mixed['delivered']:,} events), "
                 if mixed["consumer_kept_up"]
-                else f"only {mixed['delivered']:,} of {mixed['appended']:,} delivered (consumer fell behind), "
+                else f"only {mixed['delivered']:,} of {mixed['appended']:,} delivered (consumer behind), "
             )
             + f"append-to-delivery p50 {mixed['e2e_p50_ms']:.2f} ms, p99 {mixed['e2e_p99_ms']:.2f} ms"
         )
