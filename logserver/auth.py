@@ -24,6 +24,7 @@ import asyncio
 import base64
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -415,8 +416,12 @@ class Throttled(Exception):
         self.retry_after = retry_after
 
 
+@functools.lru_cache(maxsize=4096)
 def client_key(remote: str | None) -> str:
-    """The throttling key of a peer address: IPv4 as is, IPv6 by its /64 (one host's usual share)."""
+    """The throttling key of a peer address: IPv4 as is, IPv6 by its /64 (one host's usual share).
+
+    Cached: it runs on every secured request and parsing the address cost ~4% of an append.
+    """
     if not remote:
         return ""
     try:

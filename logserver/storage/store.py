@@ -205,12 +205,18 @@ class EventStore:
         expected_last: int | None,
         key: str | None,
     ) -> StreamLog:
-        check_stream_name(stream)
+        # Names already stored passed these checks once; on the hot path only new ones pay.
+        if stream not in self._streams:
+            check_stream_name(stream)
+        known = self._streams.get(stream)
+        known_names = known.event_names if isinstance(known, StreamLog) else None
         for body in bodies:
-            check_name(body["event"]["name"], "event name")
+            name = body["event"]["name"]
+            if known_names is None or name not in known_names:
+                check_name(name, "event name")
         if key is not None:
             check_name(key, "idempotency key")
-        if stream not in self._streams:
+        if known is None:
             if expected_last not in (None, 0):
                 raise SequenceMismatch(expected_last, 0)  # nothing is created for a failed guard
             await self._create(stream, producer_id)

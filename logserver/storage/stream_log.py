@@ -18,9 +18,10 @@ import secrets
 import time
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -670,6 +671,11 @@ class StreamLog:
     @property
     def segments(self) -> list[Segment]:
         return self._segments
+
+    @property
+    def event_names(self) -> Mapping[str, array[int]]:
+        """Every event name stored in the stream (a read-only view of the name index)."""
+        return MappingProxyType(self._name_sequences)
 
     @property
     def fsync_count(self) -> int:
