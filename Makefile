@@ -30,7 +30,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed,bench]'
 	touch $@
 
-bench: $(BENCH_STAMP) ## benchmark vs a bare aiohttp ceiling and PostgreSQL (~20 min, needs root for apt)
+bench: $(BENCH_STAMP) ## benchmark vs a bare aiohttp ceiling and PostgreSQL (~16 min; apt-installs wrk, postgresql)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 bench-quick: $(BENCH_STAMP) ## the same benchmark in about 2 minutes (short runs, no repeats)
