@@ -38,6 +38,7 @@ from harness import (
     get_json,
     log,
     logserver_command,
+    machine_info,
     pinned,
     start_server,
 )
@@ -209,7 +210,10 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     if reports:
         command = "python bench/hotspots.py " + " ".join(sys.argv[1:])
-        header = f"py-spy profile ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {command}"
+        commit = machine_info()["git_commit"]
+        header = (
+            f"py-spy profile of {commit} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {command}"
+        )
         (RESULTS / "profile.md").write_text("```\n" + header + "\n\n" + "\n\n".join(reports) + "\n```\n")
     return 0
 
