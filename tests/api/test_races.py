@@ -96,27 +96,24 @@ async def test_reads_while_segments_roll_see_complete_events_in_order(
 ) -> None:
     writers, per_writer, readers = 4, 40, 6
     total = writers * per_writer
-    appended = 0
+    created = asyncio.Event()
 
     async def write(w: int) -> None:
-        nonlocal appended
         for k in range(per_writer):
             # One owner, several connections: the stream's appends still come one at a time.
             await append_ok(
                 client, "rolling", event_body("OrderPlaced", payload=payload_for(w * per_writer + k))
             )
-            appended += 1
+            created.set()
 
     async def read(r: int) -> list[int]:
         """Read, check, ack, repeat: this consumer walks the log while it grows and rolls."""
         seen: list[int] = []
         consumer = f"reader-{r}"
+        await created.wait()  # waiting for the stream must not use up the bound below
         for _ in range(50_000):  # a bound instead of a hang, should an event never show up
             if len(seen) == total:
                 break
-            if appended == 0:
-                await asyncio.sleep(0)  # the stream doesn't exist yet
-                continue
             batch = await consume_ok(client, "rolling", "OrderPlaced", consumer=consumer, limit=7)
             for event in batch:
                 check_complete(event, "rolling")
