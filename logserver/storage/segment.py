@@ -25,6 +25,8 @@ from .idempotency import IdempotencyKeys
 from .record import check_line
 
 LOG_SUFFIX = ".log"
+READ_GAP = 64 * 1024  # read through unwanted records up to this size rather than make another call
+READ_SPAN = 1024 * 1024  # but never more than this in one call
 INDEX_SUFFIX = ".idx"
 
 
@@ -108,6 +110,27 @@ class Segment:
         """The stored line of record `index`, newline included."""
         start = self.offsets[index]
         return os.pread(self.fd, self.record_end(index) - start, start)
+
+    def read_lines(self, indices: list[int]) -> list[memoryview]:
+        """The lines of records `indices` (ascending), newline included: one pread per run of
+        nearby records instead of one per record (a consume of 100 was half system calls)."""
+        lines: list[memoryview] = []
+        offsets, count, i = self.offsets, len(indices), 0
+        while i < count:
+            start = offsets[indices[i]]
+            end = self.record_end(indices[i])
+            j = i + 1
+            while j < count:
+                following_end = self.record_end(indices[j])
+                if offsets[indices[j]] - end > READ_GAP or following_end - start > READ_SPAN:
+                    break
+                end = following_end
+                j += 1
+            data = memoryview(os.pread(self.fd, end - start, start))
+            for index in indices[i:j]:
+                lines.append(data[offsets[index] - start : self.record_end(index) - start])
+            i = j
+        return lines
 
     def truncate_records(self, count: int) -> None:
         """Forget records from `count` on, in memory and on disk (rollback after a failed fsync)."""

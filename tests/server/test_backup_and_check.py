@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -91,9 +92,14 @@ async def test_backup_under_load_starts_and_holds_everything_answered_before_it(
         result = await asyncio.to_thread(
             subprocess.run, ["cp", "-a", str(server.data_dir), str(copy)], capture_output=True
         )
+        # cp exits 1 when a file vanishes between its listing and its copy; the server's temp
+        # files (.name.tmp, renamed into place) do, and the copy needs none of them.
+        complaints = [line for line in result.stderr.decode().splitlines() if line]
+        vanished_temp = re.compile(r"cp: cannot (stat|open) '.*/\.[^/]*\.tmp'.*No such file or directory")
+        assert result.returncode == 0 or all(vanished_temp.match(c) for c in complaints), complaints
     else:
         result = await asyncio.to_thread(logserver, "backup", str(copy), "--data-dir", str(server.data_dir))
-    assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, result.stderr
     await asyncio.sleep(0.2)
     stop.set()
     await loader

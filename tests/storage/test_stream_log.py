@@ -13,6 +13,7 @@ import pytest
 
 from logserver.storage import EventStore, FsyncPolicy, StorageConfig
 from logserver.storage.errors import EventNotFound, StreamLocked, StreamNotFound
+from logserver.storage.record import event_json
 from logserver.storage.segment import Segment
 
 Reader = Callable[..., Awaitable[list[dict[str, Any]]]]
@@ -237,3 +238,42 @@ async def test_sealed_segments_hold_a_bounded_number_of_descriptors(
     finally:
         await store.close()
     assert open_log_files(tmp_path) == 0
+
+
+@pytest.mark.parametrize(("gap", "span"), [(64 * 1024, 1024 * 1024), (1000, 100_000), (0, 1)])
+async def test_reads_coalesce_nearby_records_into_few_system_calls(
+    tmp_path: Path,
+    event: Callable[..., dict[str, Any]],
+    read_events: Reader,
+    monkeypatch: pytest.MonkeyPatch,
+    gap: int,
+    span: int,
+) -> None:
+    from logserver.storage import segment as segment_module
+
+    store = await EventStore.open(StorageConfig(tmp_path, segment_bytes=8192))
+    try:
+        for i in range(120):
+            await store.append(STREAM, "p", event("A" if i % 3 == 0 else "B", i=i, pad="x" * (i % 17)))
+        stream = store.stream(STREAM)
+        one_by_one = [orjson.loads(event_json(stream.read_line(s))) for s in range(1, 121, 3)]
+        monkeypatch.setattr(segment_module, "READ_GAP", gap)
+        monkeypatch.setattr(segment_module, "READ_SPAN", span)
+        calls = 0
+        real_pread = os.pread
+
+        def counting_pread(fd: int, length: int, offset: int) -> bytes:
+            nonlocal calls
+            calls += 1
+            return real_pread(fd, length, offset)
+
+        monkeypatch.setattr(os, "pread", counting_pread)
+        got = await read_events(store, STREAM, "A", "c", limit=40)
+        assert got == one_by_one  # the same events, byte for byte, across segment borders
+        segments = len(stream.segments)
+        if span == 1:
+            assert calls == 40  # nothing coalesces when a span may hold one record only
+        else:
+            assert calls <= segments + 1 < 40
+    finally:
+        await store.close()
