@@ -64,6 +64,3 @@ class IdempotencyKeys:
             for key, e in self._entries.items()
             if first <= e.first_sequence < end
         ]
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -169,9 +169,6 @@ class SealedSegmentFiles:
     def closed(self, segment: Segment) -> None:
         self._open.pop(segment, None)
 
-    def __len__(self) -> int:
-        return len(self._open)
-
 
 @dataclass
 class ScanResult:
