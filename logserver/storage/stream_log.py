@@ -191,6 +191,7 @@ class StreamLog:
         expected_last: int | None,
         key: str | None,
     ) -> list[str]:
+        # One lock section: a retry with a key must not slip in between the check and the append.
         async with self._lock:
             if self._failure is not None:
                 await self._roll_back_to_durable()
@@ -199,55 +200,64 @@ class StreamLog:
                 last = seen.first_sequence + seen.count - 1
                 ids = [self.event_id(s) for s in range(seen.first_sequence, last + 1)]
                 ticket = self._commit.requested if last >= self.visible_end else 0
-        if seen is not None:
-            await self._commit.wait(ticket)
-            return ids
-        async with self._lock:
-            if expected_last is not None and expected_last != self.next_sequence - 1:
-                raise SequenceMismatch(expected_last, self.next_sequence - 1)
-            if self._epoch is None:
-                await self._start_epoch()
-            assert self._format_id is not None
-            if self._segments[-1].size >= self._segment_bytes:
-                await self._roll()
-            first = self.next_sequence
-            if first + len(bodies) - 1 > MAX_SEQUENCE:
-                raise StorageError("stream is full: sequence space exhausted")
-            received_at = utc_now_rfc3339()
-            ids, lines, names = [], [], []
-            for k, body in enumerate(bodies):
-                event_id = self._format_id(first + k)
-                server_fields: dict[str, Any] = {
-                    "eventId": event_id,
-                    "stream": self.metadata.name,
-                    "sequence": first + k,
-                    "producerId": producer_id,
-                    "receivedAt": received_at,
-                }
-                if key is not None:
-                    server_fields["idempotencyKey"] = key
-                lines.append(encode_record(server_fields, body, len(bodies) - 1 - k if batch else None))
-                ids.append(event_id)
-                names.append(body["event"]["name"])
-            self._segments[-1].append(lines)
-            for k, event_name in enumerate(names):
-                sequences = self._name_sequences.get(event_name)
-                if sequences is None:
-                    sequences = self._name_sequences[event_name] = array("Q")
-                sequences.append(first + k)
-            self.next_sequence = first + len(bodies)
-            self.last_append_at = received_at
-            if key is not None:
-                self.keys.add(key, first, len(bodies), received_at)
-            if self._policy is not FsyncPolicy.ALWAYS:
-                self.visible_end = self._durable_end = self.next_sequence
-                self.unsynced = True
-                self._announce(names)
-                return ids
-            self._unannounced.update(names)
-            ticket = self._commit.request()
-        await self._commit.wait(ticket)
+            else:
+                ids, ticket = await self._write(producer_id, bodies, batch, expected_last, key)
+        await self._commit.wait(ticket)  # 0 (lazy modes, durable retries) returns at once
         return ids
+
+    async def _write(
+        self,
+        producer_id: str,
+        bodies: list[dict[str, Any]],
+        batch: bool,
+        expected_last: int | None,
+        key: str | None,
+    ) -> tuple[list[str], int]:
+        """Write the records (under the lock); returns their ids and the group-commit ticket
+        to wait for (0: nothing to wait for in this fsync mode)."""
+        if expected_last is not None and expected_last != self.next_sequence - 1:
+            raise SequenceMismatch(expected_last, self.next_sequence - 1)
+        if self._epoch is None:
+            await self._start_epoch()
+        assert self._format_id is not None
+        if self._segments[-1].size >= self._segment_bytes:
+            await self._roll()
+        first = self.next_sequence
+        if first + len(bodies) - 1 > MAX_SEQUENCE:
+            raise StorageError("stream is full: sequence space exhausted")
+        received_at = utc_now_rfc3339()
+        ids, lines, names = [], [], []
+        for k, body in enumerate(bodies):
+            event_id = self._format_id(first + k)
+            server_fields: dict[str, Any] = {
+                "eventId": event_id,
+                "stream": self.metadata.name,
+                "sequence": first + k,
+                "producerId": producer_id,
+                "receivedAt": received_at,
+            }
+            if key is not None:
+                server_fields["idempotencyKey"] = key
+            lines.append(encode_record(server_fields, body, len(bodies) - 1 - k if batch else None))
+            ids.append(event_id)
+            names.append(body["event"]["name"])
+        self._segments[-1].append(lines)
+        for k, event_name in enumerate(names):
+            sequences = self._name_sequences.get(event_name)
+            if sequences is None:
+                sequences = self._name_sequences[event_name] = array("Q")
+            sequences.append(first + k)
+        self.next_sequence = first + len(bodies)
+        self.last_append_at = received_at
+        if key is not None:
+            self.keys.add(key, first, len(bodies), received_at)
+        if self._policy is not FsyncPolicy.ALWAYS:
+            self.visible_end = self._durable_end = self.next_sequence
+            self.unsynced = True
+            self._announce(names)
+            return ids, 0
+        self._unannounced.update(names)
+        return ids, self._commit.request()
 
     def _announce(self, names: Iterable[str]) -> None:
         """Wake long-poll readers waiting for events of these names."""

@@ -310,3 +310,11 @@ async def test_events_over_max_deliveries_go_to_the_dead_letter_stream(
     assert dead["deadLetter"]["eventId"] == poison and dead["deadLetter"]["deliveries"] == 2
     assert await read_events(store, STREAM, "OrderPlaced", "w") == []  # acked for that consumer only
     assert len(await read_events(store, STREAM, "OrderPlaced", "someone else")) == 1
+
+
+async def test_concurrent_retries_with_one_key_append_once(
+    store: EventStore, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    ids = await asyncio.gather(*(store.append(STREAM, "p", event(i=i), key="same") for i in range(20)))
+    assert len(set(ids)) == 1
+    assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")] == [ids[0]]
