@@ -73,14 +73,7 @@ from harness import (
 RESULTS = BENCH / "results"
 # The spec's example event (section 1.1) with a small order as its payload: about 400 bytes.
 EVENT = {
-    "event": {"name": "OrderPlaced", "version": 1},
-    "system": {
-        "id": "alv123",
-        "name": "codello alvine",
-        "time": "2017-09-06 13:58:12",
-        "timezone": "Europe/Berlin",
-    },
-    "trigger": {"type": "system", "name": "/path/to/script.php"},
+    **storage_footprint.EXAMPLE,
     "payload": {
         "orderId": 4711,
         "customerId": "c-20170906-0042",

@@ -209,10 +209,9 @@ class EventStore:
         if stream not in self._streams:
             check_stream_name(stream)
         known = self._streams.get(stream)
-        known_names = known.event_names if isinstance(known, StreamLog) else None
         for body in bodies:
             name = body["event"]["name"]
-            if known_names is None or name not in known_names:
+            if not (isinstance(known, StreamLog) and known.has_event_name(name)):
                 check_name(name, "event name")
         if key is not None:
             check_name(key, "idempotency key")

@@ -18,11 +18,10 @@ import secrets
 import time
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -702,10 +701,9 @@ class StreamLog:
     def segments(self) -> list[Segment]:
         return self._segments
 
-    @property
-    def event_names(self) -> Mapping[str, array[int]]:
-        """Every event name stored in the stream (a read-only view of the name index)."""
-        return MappingProxyType(self._name_sequences)
+    def has_event_name(self, event_name: str) -> bool:
+        """Whether the stream already stores events of that name (so the name is valid)."""
+        return event_name in self._name_sequences
 
     @property
     def fsync_count(self) -> int:

@@ -102,45 +102,42 @@ async def test_damage_before_the_tail_of_the_active_segment_refuses_the_stream(
         await store.close()
 
 
-async def test_flipped_byte_in_a_sealed_segment_without_index_refuses_the_stream(
-    config: StorageConfig, event: Callable[..., dict[str, Any]]
-) -> None:
-    _, directory = await fill(config, event, 40)
+def flip_a_byte_behind_a_missing_index(directory: Path) -> None:
     first = min(directory.glob("*.log"))
     first.with_suffix(".idx").unlink()  # forces the rescan that finds the damage
     data = bytearray(first.read_bytes())
     data[len(data) // 2] ^= 0x20
     first.write_bytes(bytes(data))
-    store = await EventStore.open(config)
-    try:
-        with pytest.raises(StreamCorrupt):
-            store.stream(STREAM)
-    finally:
-        await store.close()
 
 
-async def test_truncated_sealed_segment_refuses_the_stream(
-    config: StorageConfig, event: Callable[..., dict[str, Any]]
-) -> None:
-    _, directory = await fill(config, event, 40)
+def truncate_the_first_segment(directory: Path) -> None:
     first = min(directory.glob("*.log"))
     first.write_bytes(first.read_bytes()[:-30])
-    store = await EventStore.open(config)
-    try:
-        with pytest.raises(StreamCorrupt):
-            store.stream(STREAM)
-    finally:
-        await store.close()
 
 
-async def test_missing_sealed_segment_refuses_the_stream(
-    config: StorageConfig, event: Callable[..., dict[str, Any]]
+def delete_the_second_segment(directory: Path) -> None:
+    sorted(directory.glob("*.log"))[1].unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (flip_a_byte_behind_a_missing_index, "check --repair"),
+        (truncate_the_first_segment, "check --repair"),
+        (delete_the_second_segment, "records are missing"),
+    ],
+)
+async def test_damage_to_a_sealed_segment_refuses_the_stream(
+    config: StorageConfig,
+    event: Callable[..., dict[str, Any]],
+    damage: Callable[[Path], None],
+    message: str,
 ) -> None:
     _, directory = await fill(config, event, 40)
-    sorted(directory.glob("*.log"))[1].unlink()
+    damage(directory)
     store = await EventStore.open(config)
     try:
-        with pytest.raises(StreamCorrupt, match="records are missing"):
+        with pytest.raises(StreamCorrupt, match=message):
             store.stream(STREAM)
     finally:
         await store.close()
