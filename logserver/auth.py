@@ -336,22 +336,25 @@ class Authenticator:
         self._next_reload_check = time.monotonic() + RELOAD_CHECK_SECONDS
         _dummy_hash()  # pay for it at start-up, not on the first unknown user
 
-    async def authenticate(self, header: str | None) -> User | None:
-        """The user of a valid header, else None."""
-        if not header:
-            return None
-        key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
+    def cached(self, key: bytes) -> User | None:
+        """The user of an already verified header, by its sha256 digest `key`; None if not verified."""
         user = self._verified.get(key)
-        if user is not None:
-            if time.monotonic() < self._next_reload_check:
-                return user
+        if user is not None and time.monotonic() >= self._next_reload_check:
             self._reload_if_changed()
             user = self._verified.get(key)
-            if user is not None:
-                return user
-        else:
-            # A miss may be a user added a moment ago: look before paying for a key derivation.
-            self._reload_if_changed()
+        return user
+
+    async def authenticate(self, header: str | None, key: bytes | None = None) -> User | None:
+        """The user of a valid header, else None. `key`: the header's sha256 digest, if known."""
+        if not header:
+            return None
+        if key is None:
+            key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
+        user = self.cached(key)
+        if user is not None:
+            return user
+        # A miss may be a user added a moment ago: look before paying for a key derivation.
+        self._reload_if_changed()
         # Concurrent first requests with one header share one derivation, shielded so that a
         # client hanging up doesn't cancel it for the others.
         pending = self._pending.get(key)
@@ -468,6 +471,10 @@ class FailedLoginThrottle:
     @property
     def enabled(self) -> bool:
         return self._capacity > 0
+
+    def knows(self, client: str, credential: bytes) -> bool:
+        """Whether `admit` would let this through as known good, with nothing to settle after."""
+        return not self.enabled or (client, credential) in self._known_good
 
     def admit(self, client: str, credential: bytes) -> Admission:
         """Allow checking `credential` (a digest) from `client`; raises Throttled if it may not."""

@@ -49,9 +49,12 @@ class StreamApi:
         expected = validation.expected_sequence(request.headers.get("X-Expected-Sequence"))
         key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
         body = validation.event_body(raw, self._limits.max_event_name_chars)
-        event_id = await self.creating(
-            stream, lambda: self._store.append(stream, producer, body, expected, key)
-        )
+        if self._exists(stream):
+            event_id = await self._store.append(stream, producer, body, expected, key)
+        else:
+            event_id = await self.creating(
+                stream, lambda: self._store.append(stream, producer, body, expected, key)
+            )
         return json_response(orjson.dumps(event_id))
 
     async def creating(self, stream: str, append: Callable[[], Awaitable[T]]) -> T:

@@ -12,7 +12,7 @@ from logserver.storage import EventStore
 from .api import ApiLimits, StreamApi
 from .extensions import ExtensionApi
 from .metrics import RequestMetrics
-from .middleware import auth_middleware, error_middleware
+from .middleware import request_middleware
 from .openapi import openapi_document
 from .routes import register, route_table
 
@@ -40,9 +40,5 @@ def build_app(
     rules = register(app.router, route_table(api, more, config.public_metrics))
     if throttle is None:
         throttle = FailedLoginThrottle(config.auth_failures_per_minute)
-    # Outermost first: metrics see every final response, errors are rendered for everything,
-    # auth runs before any handler.
-    app.middlewares.append(metrics.middleware())
-    app.middlewares.append(error_middleware(config.max_body_bytes))
-    app.middlewares.append(auth_middleware(authenticator, rules, throttle))
+    app.middlewares.append(request_middleware(authenticator, rules, throttle, metrics, config.max_body_bytes))
     return app

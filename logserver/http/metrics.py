@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 import os
-import time
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from logserver.storage import EventStore
 from logserver.storage.errors import StorageError
@@ -61,24 +60,13 @@ class RequestMetrics:
         )
         self.latency_sum: defaultdict[tuple[str, str], float] = defaultdict(float)
 
-    def middleware(self) -> Middleware:
-        @web.middleware
-        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
-            started = time.perf_counter()
-            response = await handler(request)
-            elapsed = time.perf_counter() - started
-            resource = request.match_info.route.resource
-            key = (resource.canonical if resource is not None else "unmatched", request.method)
-            self.requests[(*key, response.status)] += 1
-            counts = self.latency[key]
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if elapsed <= bound:
-                    counts[i] += 1
-                    break
-            self.latency_sum[key] += elapsed
-            return response
-
-        return measure
+    def observe(self, request: web.Request, status: int, elapsed: float) -> None:
+        """Count one answered request that took `elapsed` seconds."""
+        resource = request.match_info.route.resource
+        key = (resource.canonical if resource is not None else "unmatched", request.method)
+        self.requests[(*key, status)] += 1
+        self.latency[key][bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        self.latency_sum[key] += elapsed
 
     def render(self, store: EventStore) -> bytes:
         lines: list[str] = []

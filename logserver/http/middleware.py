@@ -1,16 +1,17 @@
-"""Authentication and error rendering, wrapped around every route in that order."""
+"""The one middleware around every route: authentication, error rendering and request metrics."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import secrets
+import time
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
-from logserver.auth import Authenticator, FailedLoginThrottle, Throttled, client_key
+from logserver.auth import Authenticator, FailedLoginThrottle, Throttled, User, client_key
 from logserver.storage.errors import (
     EventNotFound,
     InvalidName,
@@ -22,6 +23,7 @@ from logserver.storage.errors import (
     StreamNotFound,
 )
 
+from .metrics import RequestMetrics
 from .request_user import AUTHENTICATED_USER
 from .responses import ApiError, error_response
 from .routes import AccessRules
@@ -31,79 +33,101 @@ log = logging.getLogger("logserver.http")
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="logserver"'}
 
 
-def error_middleware(max_body_bytes: int) -> Middleware:
-    """Every failure becomes a JSON error body; a traceback goes to the log, never the client."""
-
-    @web.middleware
-    async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return error_response(exc.status, exc.detail)
-        except StorageError as exc:
-            return _storage_error(request, exc)
-        except web.HTTPException as exc:
-            return _http_exception(exc, max_body_bytes)
-        except ConnectionResetError:
-            # aiohttp's word for "the client closed before its body was complete": whoever
-            # reads the answer (nobody, usually), it is not a server error.
-            log.info("%s %s: the client went away mid-request", request.method, request.path)
-            return error_response(400, "the connection closed before the request body was complete")
-        except HttpProcessingError as exc:
-            # A body the parser rejects while the handler reads it (bad chunked encoding,
-            # a Content-Length the connection ended short of): the client's fault, not ours.
-            log.info("malformed request body from %s: %s", request.remote, exc.message.split("\n")[0])
-            return error_response(400, "malformed request body")
-        except Exception:
-            return _internal_error(request)
-
-    return render_errors
-
-
-def auth_middleware(
-    authenticator: Authenticator, rules: AccessRules, throttle: FailedLoginThrottle
+def request_middleware(
+    authenticator: Authenticator,
+    rules: AccessRules,
+    throttle: FailedLoginThrottle,
+    metrics: RequestMetrics,
+    max_body_bytes: int,
 ) -> Middleware:
-    """Basic auth, then the user's permissions, before anything else looks at the request.
+    """Everything around a handler, in one layer (each aiohttp middleware is a call and a
+    coroutine per request): basic auth and the user's permissions before the handler, every
+    failure as a JSON error body (a traceback goes to the log, never the client), and the
+    request counted in /metrics whatever its answer.
 
-    Public routes skip both. A client address with too many recent failures gets
-    429 for credentials it has not used successfully before (see FailedLoginThrottle).
+    Public routes skip auth. A client address with too many recent failures gets 429 for
+    credentials it has not used successfully before (see FailedLoginThrottle).
     """
 
-    @web.middleware
-    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        match_info = request.match_info
-        # Unmatched paths (404/405) skip auth: their answer reveals only the route table.
-        if match_info.http_exception is not None or match_info.route in rules.public:
-            return await handler(request)
+    async def user_of(request: web.Request) -> User | web.Response:
+        """The request's user, or the 401/429 that answers it instead."""
         header = request.headers.get("Authorization")
         if not header:
             # No guess was made, so nothing is charged: this is every client's first challenge.
             return error_response(401, headers=_CHALLENGE)
         client = client_key(request.remote)
         credential = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
-        try:
-            admission = throttle.admit(client, credential)
-        except Throttled as exc:
-            return error_response(
-                429,
-                f"too many failed logins from this address; retry in {exc.retry_after} s",
-                headers={"Retry-After": str(exc.retry_after)},
-            )
-        user = None
-        try:
-            user = await authenticator.authenticate(header)
-        finally:
-            # Also when the client hangs up mid-check: the admission must not stay open.
-            throttle.settle(client, credential, admission, valid=user is not None)
-        if user is None:
-            return error_response(401, headers=_CHALLENGE)
-        denial = rules.denial(user, match_info)
-        if denial is not None:
-            return error_response(403, denial)
-        request[AUTHENTICATED_USER] = user
-        return await handler(request)
+        user = authenticator.cached(credential)
+        if user is not None and throttle.knows(client, credential):
+            return user  # what the full check would answer, without its bookkeeping
+        return await _check_credential(authenticator, throttle, header, client, credential)
 
-    return authenticate
+    @web.middleware
+    async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            match_info = request.match_info
+            # Unmatched paths (404/405) skip auth: their answer reveals only the route table.
+            if match_info.http_exception is not None or match_info.route in rules.public:
+                response = await handler(request)
+            else:
+                user = await user_of(request)
+                if isinstance(user, web.Response):
+                    response = user
+                elif (denial := rules.denial(user, match_info)) is not None:
+                    response = error_response(403, denial)
+                else:
+                    request[AUTHENTICATED_USER] = user
+                    response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.detail)
+        except StorageError as exc:
+            response = _storage_error(request, exc)
+        except web.HTTPException as exc:
+            response = _http_exception(exc, max_body_bytes)
+        except ConnectionResetError:
+            # aiohttp's word for "the client closed before its body was complete": whoever
+            # reads the answer (nobody, usually), it is not a server error.
+            log.info("%s %s: the client went away mid-request", request.method, request.path)
+            response = error_response(400, "the connection closed before the request body was complete")
+        except HttpProcessingError as exc:
+            # A body the parser rejects while the handler reads it (bad chunked encoding,
+            # a Content-Length the connection ended short of): the client's fault, not ours.
+            log.info("malformed request body from %s: %s", request.remote, exc.message.split("\n")[0])
+            response = error_response(400, "malformed request body")
+        except Exception:
+            response = _internal_error(request)
+        metrics.observe(request, response.status, time.perf_counter() - started)
+        return response
+
+    return serve
+
+
+async def _check_credential(
+    authenticator: Authenticator,
+    throttle: FailedLoginThrottle,
+    header: str,
+    client: str,
+    credential: bytes,
+) -> User | web.Response:
+    """The full check for a credential not yet known good from this address: the user or a 401/429."""
+    try:
+        admission = throttle.admit(client, credential)
+    except Throttled as exc:
+        return error_response(
+            429,
+            f"too many failed logins from this address; retry in {exc.retry_after} s",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    user = None
+    try:
+        user = await authenticator.authenticate(header, credential)
+    finally:
+        # Also when the client hangs up mid-check: the admission must not stay open.
+        throttle.settle(client, credential, admission, valid=user is not None)
+    if user is None:
+        return error_response(401, headers=_CHALLENGE)
+    return user
 
 
 def _storage_error(request: web.Request, exc: StorageError) -> web.Response:

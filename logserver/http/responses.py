@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+_JSON_HEADERS = {"Content-Type": JSON_CONTENT_TYPE}
 
 # The spec's reason phrases; some differ from http.HTTPStatus (413 is "Request Entity Too Large").
 REASONS = {
@@ -30,11 +31,12 @@ REASONS = {
 
 def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A response whose body is already JSON bytes (consume passes the store's bytes through)."""
+    if status == 200 and not headers:
+        return web.Response(body=body, headers=_JSON_HEADERS)  # web.Response copies the headers
     all_headers = {"Content-Type": JSON_CONTENT_TYPE}
     if headers:
         all_headers.update(headers)
-    reason = REASONS.get(status)
-    return web.Response(body=body, status=status, reason=reason, headers=all_headers)
+    return web.Response(body=body, status=status, reason=REASONS.get(status), headers=all_headers)
 
 
 def error_response(

@@ -182,7 +182,9 @@ class EventStore:
     ) -> str:
         """Append one event. `expected_last` (0 = the stream must not exist) guards against races;
         a `key` seen within the idempotency window returns the first attempt's id instead."""
-        target = await self._writable(stream, producer_id, [body], expected_last, key)
+        target = self._writable(stream, producer_id, [body], key)
+        if target is None:
+            target = await self._created(stream, producer_id, [body], expected_last, key)
         return await target.append(producer_id, body, expected_last, key)
 
     async def append_batch(
@@ -194,21 +196,19 @@ class EventStore:
         key: str | None = None,
     ) -> list[str]:
         """Append all of `bodies` or none, in one durable step."""
-        target = await self._writable(stream, producer_id, bodies, expected_last, key)
+        target = self._writable(stream, producer_id, bodies, key)
+        if target is None:
+            target = await self._created(stream, producer_id, bodies, expected_last, key)
         return await target.append_batch(producer_id, bodies, expected_last, key)
 
-    async def _writable(
-        self,
-        stream: str,
-        producer_id: str,
-        bodies: list[dict[str, Any]],
-        expected_last: int | None,
-        key: str | None,
-    ) -> StreamLog:
-        # Names already stored passed these checks once; on the hot path only new ones pay.
-        if stream not in self._streams:
-            check_stream_name(stream)
+    def _writable(
+        self, stream: str, producer_id: str, bodies: list[dict[str, Any]], key: str | None
+    ) -> StreamLog | None:
+        """The stream to append to after checking names and owner; None if it does not exist yet."""
         known = self._streams.get(stream)
+        # Names already stored passed these checks once; on the hot path only new ones pay.
+        if known is None:
+            check_stream_name(stream)
         for body in bodies:
             name = body["event"]["name"]
             if not (isinstance(known, StreamLog) and known.has_event_name(name)):
@@ -216,13 +216,26 @@ class EventStore:
         if key is not None:
             check_name(key, "idempotency key")
         if known is None:
-            if expected_last not in (None, 0):
-                raise SequenceMismatch(expected_last, 0)  # nothing is created for a failed guard
-            await self._create(stream, producer_id)
+            return None
         log = self.stream(stream)  # refuses a damaged stream
         if log.owner != producer_id:
             raise StreamLocked("Second writers not allowed")
         return log
+
+    async def _created(
+        self,
+        stream: str,
+        producer_id: str,
+        bodies: list[dict[str, Any]],
+        expected_last: int | None,
+        key: str | None,
+    ) -> StreamLog:
+        if expected_last not in (None, 0):
+            raise SequenceMismatch(expected_last, 0)  # nothing is created for a failed guard
+        await self._create(stream, producer_id)  # a racing first append may win: that one is used
+        target = self._writable(stream, producer_id, bodies, key)
+        assert target is not None
+        return target
 
     async def wait_for_events(self, stream: str, event_name: str, timeout: float) -> bool:
         """Long-poll: True once an event of that name is appended (and readable) within `timeout`."""

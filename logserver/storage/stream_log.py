@@ -34,7 +34,7 @@ from .event_id import MAX_SEQUENCE, EventIdFormatter, format_event_id, parse_eve
 from .group_commit import GroupCommit
 from .idempotency import IdempotencyKeys
 from .metadata import Epoch, StreamMetadata
-from .record import MAX_BATCH, UtcClock, check_line, encode_record, event_start, rfc3339
+from .record import MAX_BATCH, UtcClock, check_line, encode_record, event_start, rfc3339, server_members
 from .segment import (
     INDEX_SUFFIX,
     SealedSegmentFiles,
@@ -99,6 +99,8 @@ class StreamLog:
         self._commit = GroupCommit(self._fsync_active)
         self._epoch: Epoch | None = None  # set when this process first appends
         self._format_id: EventIdFormatter | None = None
+        self._stream_json = orjson.dumps(metadata.name)  # encoded once for every record's head
+        self._producer_json = ("", b'""')  # the last producer id and its JSON: the owner, in practice
         self.next_sequence = segments[-1].end_sequence
         self.visible_end = self.next_sequence  # sequences below it may be read and acked
         self._durable_end = self.next_sequence
@@ -168,7 +170,14 @@ class StreamLog:
         self, producer_id: str, body: dict[str, Any], expected_last: int | None = None, key: str | None = None
     ) -> str:
         """Append one event; returns its id once it is as durable as the fsync policy promises."""
-        return (await self._append(producer_id, [body], False, expected_last, key))[0]
+        if self._lock.locked() or not self._ready_to_write() or key is not None:
+            return (await self._append(producer_id, [body], False, expected_last, key))[0]
+        # Nobody holds the lock and nothing below awaits: this runs as one lock section would,
+        # without a lock round trip and a coroutine per layer on every append.
+        ids, ticket = self._put(producer_id, [body], False, expected_last, None)
+        if ticket:
+            await self._commit.wait(ticket)
+        return ids[0]
 
     async def append_batch(
         self,
@@ -200,11 +209,25 @@ class StreamLog:
                 ids = [self.event_id(s) for s in range(seen.first_sequence, last + 1)]
                 ticket = self._commit.requested if last >= self.visible_end else 0
             else:
-                ids, ticket = await self._write(producer_id, bodies, batch, expected_last, key)
+                if expected_last is not None and expected_last != self.next_sequence - 1:
+                    raise SequenceMismatch(expected_last, self.next_sequence - 1)  # before any await
+                if self._epoch is None:
+                    await self._start_epoch()
+                if self._segments[-1].size >= self._segment_bytes:
+                    await self._roll()
+                ids, ticket = self._put(producer_id, bodies, batch, expected_last, key)
         await self._commit.wait(ticket)  # 0 (lazy modes, durable retries) returns at once
         return ids
 
-    async def _write(
+    def _ready_to_write(self) -> bool:
+        """Whether `_put` may run now without the awaits `_append` does first."""
+        return (
+            self._failure is None
+            and self._format_id is not None
+            and self._segments[-1].size < self._segment_bytes
+        )
+
+    def _put(
         self,
         producer_id: str,
         bodies: list[dict[str, Any]],
@@ -212,48 +235,42 @@ class StreamLog:
         expected_last: int | None,
         key: str | None,
     ) -> tuple[list[str], int]:
-        """Write the records (under the lock); returns their ids and the group-commit ticket
-        to wait for (0: nothing to wait for in this fsync mode)."""
+        """Write the records (as one lock section: no await); returns their ids and the
+        group-commit ticket to wait for (0: nothing to wait for in this fsync mode)."""
         if expected_last is not None and expected_last != self.next_sequence - 1:
             raise SequenceMismatch(expected_last, self.next_sequence - 1)
-        if self._epoch is None:
-            await self._start_epoch()
         assert self._format_id is not None
-        if self._segments[-1].size >= self._segment_bytes:
-            await self._roll()
         first = self.next_sequence
         if first + len(bodies) - 1 > MAX_SEQUENCE:
             raise StorageError("stream is full: sequence space exhausted")
         received_at = utc_now_rfc3339()
-        ids, lines, names = [], [], []
+        if producer_id != self._producer_json[0]:
+            self._producer_json = (producer_id, orjson.dumps(producer_id))
+        producer_json = self._producer_json[1]
+        format_id, stream_json, count = self._format_id, self._stream_json, len(bodies)
+        ids, lines = [], []
         for k, body in enumerate(bodies):
-            event_id = self._format_id(first + k)
-            server_fields: dict[str, Any] = {
-                "eventId": event_id,
-                "stream": self.metadata.name,
-                "sequence": first + k,
-                "producerId": producer_id,
-                "receivedAt": received_at,
-            }
-            if key is not None:
-                server_fields["idempotencyKey"] = key
-            lines.append(encode_record(server_fields, body, len(bodies) - 1 - k if batch else None))
+            event_id = format_id(first + k)
+            head = server_members(event_id, stream_json, first + k, producer_json, received_at, key)
+            lines.append(encode_record(head, body, count - 1 - k if batch else None))
             ids.append(event_id)
-            names.append(body["event"]["name"])
         self._segments[-1].append(lines)
+        names = [body["event"]["name"] for body in bodies]
+        name_sequences = self._name_sequences
         for k, event_name in enumerate(names):
-            sequences = self._name_sequences.get(event_name)
+            sequences = name_sequences.get(event_name)
             if sequences is None:
-                sequences = self._name_sequences[event_name] = array("Q")
+                sequences = name_sequences[event_name] = array("Q")
             sequences.append(first + k)
-        self.next_sequence = first + len(bodies)
+        self.next_sequence = first + count
         self.last_append_at = received_at
         if key is not None:
-            self.keys.add(key, first, len(bodies), received_at)
+            self.keys.add(key, first, count, received_at)
         if self._policy is not FsyncPolicy.ALWAYS:
             self.visible_end = self._durable_end = self.next_sequence
             self.unsynced = True
-            self._announce(names)
+            if self._waiters:
+                self._announce(names)
             return ids, 0
         self._unannounced.update(names)
         return ids, self._commit.request()

@@ -34,6 +34,35 @@ async def test_append_returns_ids_and_read_returns_bodies_with_server_fields(
     assert "_crc" not in got
 
 
+@pytest.mark.parametrize("key", [None, "clé-1"])
+async def test_stored_bytes_are_orjson_of_server_fields_then_body(
+    store: EventStore, event: Callable[..., dict[str, Any]], key: str | None
+) -> None:
+    """The record head is formatted as bytes, not a dict: it must stay what orjson would write."""
+    stream, producer = 'Bestellungen "Süd" ✓', "prodüzent\t1"
+    bodies = [
+        event("Bestellung aufgegeben", total="12,50 €") | {"idempotencyKey": "spoof", "z": None},
+        event("A") | {"eventId": "not mine", "receivedAt": 0, "extra": [1.5, {"k": "ü"}]},
+    ]
+    for k, body in enumerate(bodies):
+        await store.append(stream, producer, body, key=None if key is None else f"{key}-{k}")
+    log = store.stream(stream)
+    for k, body in enumerate(bodies):
+        line = log.read_line(k + 1)
+        stored = orjson.loads(line)
+        server = {
+            "eventId": stored["eventId"],
+            "stream": stream,
+            "sequence": k + 1,
+            "producerId": producer,
+            "receivedAt": stored["receivedAt"],
+        }
+        if key is not None:
+            server["idempotencyKey"] = f"{key}-{k}"
+        expected = server | {n: v for n, v in body.items() if n not in server and n != "idempotencyKey"}
+        assert event_json(line) == orjson.dumps(expected)
+
+
 async def test_reads_filter_by_name_in_append_order_and_respect_limit(
     store: EventStore, event: Callable[..., dict[str, Any]], read_events: Reader
 ) -> None:
