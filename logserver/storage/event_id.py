@@ -10,10 +10,11 @@ stream, so a restored backup never reissues an id the original server gave out.
 
 from __future__ import annotations
 
-import uuid
+import re
 
 SEQUENCE_BITS = 58
 MAX_SEQUENCE = (1 << SEQUENCE_BITS) - 1
+_CANONICAL = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def format_event_id(prefix: int, sequence: int) -> str:
@@ -31,12 +32,9 @@ def format_event_id(prefix: int, sequence: int) -> str:
 
 def parse_event_id(text: str) -> tuple[int, int] | None:
     """(epoch prefix, sequence), or None when `text` is not an id this server could have made."""
-    if len(text) != 36:
+    if len(text) != 36 or _CANONICAL.fullmatch(text) is None:
         return None
-    try:
-        value = uuid.UUID(text).int
-    except ValueError:
-        return None
+    value = int(text.replace("-", ""), 16)  # uuid.UUID costs several times more per ack
     if (value >> 76) & 0xF != 0x8 or (value >> 62) & 0b11 != 0b10:
         return None
     prefix = ((value >> 80) << 16) | (((value >> 64) & 0xFFF) << 4) | ((value >> SEQUENCE_BITS) & 0xF)

@@ -49,6 +49,8 @@ from .segment_index import IndexUnusable, LoadedIndex, decode_index, encode_inde
 log = logging.getLogger("logserver.storage")
 
 _NO_ACKS: frozenset[int] = frozenset()
+# Up to this many event names, an ack finds its event's name by binary searches, not a read.
+NAME_SEARCH_LIMIT = 32
 
 
 utc_clock = UtcClock()
@@ -448,9 +450,15 @@ class StreamLog:
         return format_event_id(epoch.prefix, sequence)
 
     def event_name(self, sequence: int) -> str:
-        """Read from the record itself: a per-event name array would cost 4 bytes per event."""
-        name: str = orjson.loads(self.read_line(sequence))["event"]["name"]
-        return name
+        """Which name's sequences hold `sequence`: a few binary searches when the stream has few
+        names, else read from the record (a per-event name array would cost bytes per event)."""
+        if len(self._name_sequences) <= NAME_SEARCH_LIMIT:
+            for name, sequences in self._name_sequences.items():
+                i = bisect_left(sequences, sequence)
+                if i < len(sequences) and sequences[i] == sequence:
+                    return name
+        found: str = orjson.loads(self.read_line(sequence))["event"]["name"]
+        return found
 
     async def ack(self, consumer_id: str, event_id: str) -> None:
         """Record an acknowledgement; idempotent, and durable per the policy when it returns."""

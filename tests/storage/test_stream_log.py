@@ -15,6 +15,7 @@ from logserver.storage import EventStore, FsyncPolicy, StorageConfig
 from logserver.storage.errors import EventNotFound, StreamLocked, StreamNotFound
 from logserver.storage.record import event_json
 from logserver.storage.segment import Segment
+from logserver.storage.stream_log import NAME_SEARCH_LIMIT
 
 Reader = Callable[..., Awaitable[list[dict[str, Any]]]]
 STREAM = "Codello Newsletter Subscriptions"
@@ -107,6 +108,18 @@ async def test_positions_are_per_event_name(
     await store.ack(STREAM, "c", b)
     assert [e["eventId"] for e in await read_events(store, STREAM, "A", "c")] == [a]
     assert await read_events(store, STREAM, "B", "c") == []
+
+
+@pytest.mark.parametrize("names", [3, NAME_SEARCH_LIMIT + 5])  # searched, then read from the record
+async def test_an_ack_finds_its_events_name(
+    store: EventStore, event: Callable[..., dict[str, Any]], read_events: Reader, names: int
+) -> None:
+    ids = [await store.append(STREAM, "p", event(f"N{i % names}", i=i)) for i in range(2 * names)]
+    for event_id in ids[1::names]:  # both events of N1
+        await store.ack(STREAM, "c", event_id)
+    assert await read_events(store, STREAM, "N1", "c") == []
+    assert [e["eventId"] for e in await read_events(store, STREAM, "N0", "c")] == ids[::names]
+    assert [e["eventId"] for e in await read_events(store, STREAM, "N2", "c")] == ids[2::names]
 
 
 async def test_ack_of_unknown_or_foreign_ids_is_event_not_found(
