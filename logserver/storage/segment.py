@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import zlib
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,11 +23,11 @@ import orjson
 from .atomic_file import write_all
 from .errors import StorageFull, StorageIOError
 from .idempotency import IdempotencyKeys
-from .record import check_line
+from .record import MORE_LEN, PREFIX_LEN, check_line
 
 LOG_SUFFIX = ".log"
 READ_GAP = 64 * 1024  # read through unwanted records up to this size rather than make another call
-READ_SPAN = 1024 * 1024  # but never more than this in one call
+READ_SPAN = 1024 * 1024  # but never more than this in one call (a consume reads all it needs, up to this)
 INDEX_SUFFIX = ".idx"
 
 
@@ -131,6 +132,47 @@ class Segment:
                 lines.append(data[offsets[index] - start : self.record_end(index) - start])
             i = j
         return lines
+
+    def event_views(self, sequences: array[int], lo: int, hi: int, views: list[memoryview]) -> int | None:
+        """Append the event part of records `sequences[lo:hi]` (ascending, all in this segment)
+        to `views`, checksums verified.
+
+        What `read_lines`, `check_line` and `event_start` do per record, in one loop with
+        their lookups hoisted: a consume of 100 spends most of its time here. Returns the
+        first sequence whose record fails its checksum (nothing more is appended), else None.
+        """
+        offsets, size, fd, base = self.offsets, self.size, self.fd, self.base
+        last, i = len(offsets) - 1, lo
+        crc32, crc_end, more_len = zlib.crc32, PREFIX_LEN, MORE_LEN
+        while i < hi:
+            first = sequences[i] - base
+            start = offsets[first]
+            end = offsets[first + 1] if first < last else size
+            final = sequences[hi - 1] - base
+            final_end = offsets[final + 1] if final < last else size
+            if final_end - start <= READ_SPAN:  # the usual case: the rest in one read, no search
+                end, j = final_end, hi
+            else:
+                j = i + 1
+            while j < hi:
+                index = sequences[j] - base
+                following_end = offsets[index + 1] if index < last else size
+                if offsets[index] - end > READ_GAP or following_end - start > READ_SPAN:
+                    break
+                end = following_end
+                j += 1
+            data = memoryview(os.pread(fd, end - start, start))
+            for sequence in sequences[i:j]:
+                index = sequence - base
+                at = offsets[index] - start
+                line_end = (offsets[index + 1] if index < last else size) - start - 1  # before the newline
+                # Only what follows the checksum is served, and the checksum covers all of it.
+                event = data[at + crc_end : line_end]
+                if line_end - at <= crc_end + 1 or b"%08x" % crc32(event) != data[at + 9 : at + crc_end - 2]:
+                    return sequence
+                views.append(event[more_len:] if event[1] == 0x5F else event)  # '"_more"': a batch's
+            i = j
+        return None
 
     def truncate_records(self, count: int) -> None:
         """Forget records from `count` on, in memory and on disk (rollback after a failed fsync)."""

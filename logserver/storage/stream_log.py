@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -405,11 +405,13 @@ class StreamLog:
 
     def _verify(self, sequence: int, segment: Segment, line: memoryview) -> None:
         if not check_line(line[:-1]):
-            self.damage = f"record {sequence} in {segment.path.name} fails its checksum"
-            log.error("stream %r: %s; refusing the stream until repaired", self.name, self.damage)
-            raise StreamCorrupt(
-                f"stream '{self.name}' is damaged: {self.damage}; run 'logserver check --repair'"
-            )
+            self._refuse(sequence, segment)
+
+    def _refuse(self, sequence: int, segment: Segment) -> NoReturn:
+        """Bit rot found by a read: refuse the stream until `logserver check --repair`."""
+        self.damage = f"record {sequence} in {segment.path.name} fails its checksum"
+        log.error("stream %r: %s; refusing the stream until repaired", self.name, self.damage)
+        raise StreamCorrupt(f"stream '{self.name}' is damaged: {self.damage}; run 'logserver check --repair'")
 
     def read(self, event_name: str, consumer_id: str, limit: int) -> bytes:
         """The next `limit` unacknowledged events of that name as a JSON array, from stored bytes."""
@@ -417,12 +419,24 @@ class StreamLog:
         if not sequences:
             return b"[]"
         entry = self.checkpoint.get(consumer_id, event_name)
-        after, acked = (entry.position, entry.acked) if entry else (0, _NO_ACKS)
-        parts: list[bytes | memoryview] = []
-        for line in self._read_lines(list(islice(self._unacked(sequences, after, acked), limit))):
-            parts.append(b",{")
-            parts.append(line[event_start(line) : -1])
-        return _json_array(parts)
+        if entry is None or not entry.acked:
+            # No out-of-order acks to skip: the events are a slice of the name's sequences.
+            start = bisect_right(sequences, entry.position if entry else 0)
+            wanted = sequences[start : min(start + limit, bisect_left(sequences, self.visible_end, start))]
+        else:
+            wanted = array("Q", islice(self._unacked(sequences, entry.position, entry.acked), limit))
+        if not wanted:
+            return b"[]"
+        views: list[memoryview] = []
+        i, count = 0, len(wanted)
+        while i < count:
+            segment = self._segment_for(wanted[i])
+            j = bisect_left(wanted, segment.end_sequence, i)
+            bad = segment.event_views(wanted, i, j, views)
+            if bad is not None:
+                self._refuse(bad, segment)
+            i = j
+        return b"".join((b"[{", b",{".join(views), b"]"))
 
     def _unacked(self, sequences: array[int], after: int, acked: set[int] | frozenset[int]) -> Iterator[int]:
         end = self.visible_end
