@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic_file import fsync_directory
-from .checkpoint import CHECKPOINT_FILE
+from .checkpoint import ACK_LOG_FILE, CHECKPOINT_FILE
 from .metadata import METADATA_FILE
 from .segment import INDEX_SUFFIX, Segment, base_of, scan_records
 from .segment_index import IndexUnusable, decode_index
@@ -136,8 +136,9 @@ def backup(data_dir: Path, destination: Path) -> int:
     for directory in stream_directories(data_dir):
         target = destination / "streams" / directory.name
         target.mkdir(parents=True)
-        # Order matters: metadata and checkpoint first, then indexes, then segments oldest first.
-        names = [METADATA_FILE, CHECKPOINT_FILE]
+        # Order matters: metadata and checkpoint first (its ack log before its snapshot, which a
+        # compaction in between makes cover the log), then indexes, then segments oldest first.
+        names = [METADATA_FILE, ACK_LOG_FILE, CHECKPOINT_FILE]
         names += [p.name for p in sorted(directory.glob(f"*{INDEX_SUFFIX}"))]
         names += [p.name for _, p in segment_paths(directory)]
         for name in names:

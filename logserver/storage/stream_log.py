@@ -489,6 +489,7 @@ class StreamLog:
         if sequence > entry.position and sequence not in entry.acked:
             entry.acked.add(sequence)
             self._advance(entry, event_name)
+            self.checkpoint.changed(consumer_id, event_name)
             ticket = commit.request()
         else:
             ticket = commit.requested  # a repeated ack waits for the first one's write
@@ -649,6 +650,7 @@ class StreamLog:
             entry = self.checkpoint.get_or_create(consumer_id, name)
             entry.position = position
             entry.acked.clear()
+            self.checkpoint.changed(consumer_id, name)
         await self.checkpoint.commit.wait(self.checkpoint.commit.request())
         return position
 
@@ -722,6 +724,7 @@ class StreamLog:
         async with self._lock:
             await self._commit.drain()
             await self.checkpoint.commit.drain()
+            await self.checkpoint.close()
             active = self._segments[-1]
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, active.fsync)
