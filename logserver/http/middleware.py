@@ -49,19 +49,6 @@ def request_middleware(
     credentials it has not used successfully before (see FailedLoginThrottle).
     """
 
-    async def user_of(request: web.Request) -> User | web.Response:
-        """The request's user, or the 401/429 that answers it instead."""
-        header = request.headers.get("Authorization")
-        if not header:
-            # No guess was made, so nothing is charged: this is every client's first challenge.
-            return error_response(401, headers=_CHALLENGE)
-        client = client_key(request.remote)
-        credential = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
-        user = authenticator.cached(credential)
-        if user is not None and throttle.knows(client, credential):
-            return user  # what the full check would answer, without its bookkeeping
-        return await _check_credential(authenticator, throttle, header, client, credential)
-
     @web.middleware
     async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -71,7 +58,9 @@ def request_middleware(
             if match_info.http_exception is not None or match_info.route in rules.public:
                 response = await handler(request)
             else:
-                user = await user_of(request)
+                user = _known_user(request, authenticator, throttle)
+                if user is None:
+                    user = await _check_credential(request, authenticator, throttle)
                 if isinstance(user, web.Response):
                     response = user
                 elif (denial := rules.denial(user, match_info)) is not None:
@@ -103,14 +92,29 @@ def request_middleware(
     return serve
 
 
+def _known_user(
+    request: web.Request, authenticator: Authenticator, throttle: FailedLoginThrottle
+) -> User | web.Response | None:
+    """The user of a credential already verified and known good from this address (what the full
+    check would answer, without its bookkeeping), a 401 without credentials, else None."""
+    header = request.headers.get("Authorization")
+    if not header:
+        # No guess was made, so nothing is charged: this is every client's first challenge.
+        return error_response(401, headers=_CHALLENGE)
+    credential = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
+    user = authenticator.cached(credential)
+    if user is not None and throttle.knows(client_key(request.remote), credential):
+        return user
+    return None
+
+
 async def _check_credential(
-    authenticator: Authenticator,
-    throttle: FailedLoginThrottle,
-    header: str,
-    client: str,
-    credential: bytes,
+    request: web.Request, authenticator: Authenticator, throttle: FailedLoginThrottle
 ) -> User | web.Response:
-    """The full check for a credential not yet known good from this address: the user or a 401/429."""
+    """The full check of a credential not known good from this address: the user, or a 401/429."""
+    header = request.headers["Authorization"]
+    client = client_key(request.remote)
+    credential = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
     try:
         admission = throttle.admit(client, credential)
     except Throttled as exc:

@@ -157,6 +157,8 @@ def _is_known_zone(name: str) -> bool:
 def ack_body(raw: bytes, content_type: str) -> str:
     """The `action` of an ack body: form `action=ACK` as specified, or JSON `{"action": "ACK"}`;
     `NACK` (release for redelivery) is the one extension."""
+    if raw == b"action=ACK" and content_type != "application/json":
+        return "ACK"  # what nearly every ack sends: no form parser needed
     if content_type == "application/json" or raw.lstrip().startswith(b"{"):
         try:
             doc = orjson.loads(raw)

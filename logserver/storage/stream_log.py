@@ -379,6 +379,9 @@ class StreamLog:
 
     def read_line(self, sequence: int) -> bytes:
         """The stored line of `sequence`, checksum verified (bit rot is caught here, not served)."""
+        if not self.first_sequence <= sequence < self.visible_end:
+            # Not durable yet (always mode) or gone: never served, and never mistaken for damage.
+            raise EventNotFound(f"sequence {sequence} is not readable in stream '{self.name}'")
         segment = self._segment_for(sequence)
         line = segment.read_line(sequence - segment.base)
         self._verify(sequence, segment, memoryview(line))
