@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import zlib
 from array import array
@@ -55,6 +56,7 @@ class Segment:
         self.size = 0
         self.offsets = array("I")
         self._fd: int | None = None
+        self._map: mmap.mmap | None = None  # sealed segments only
         self._sealed_files: SealedSegmentFiles | None = None  # set once sealed: reads share a bound
 
     @property
@@ -77,16 +79,34 @@ class Segment:
         return self._fd
 
     def seal(self, files: SealedSegmentFiles) -> None:
-        """No more writes: from now on its descriptor is one of `files`' bounded few."""
+        """No more writes: from now on it is read through a map, one of `files`' bounded few."""
         self.close()
         self._sealed_files = files
 
     def close(self) -> None:
+        was_open = self._fd is not None or self._map is not None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-            if self._sealed_files is not None:
-                self._sealed_files.closed(self)
+        self._map = None  # unmapped (and its descriptor closed) once no read holds a view of it
+        if was_open and self._sealed_files is not None:
+            self._sealed_files.closed(self)
+
+    def _span(self, start: int, end: int) -> memoryview:
+        """Bytes [start, end) of the file: a copy from the active segment, which grows; a view
+        of a read-only map of a sealed one, which does not (a consume then copies each event
+        once, into the answer, instead of every byte of the span first)."""
+        if self._sealed_files is None:
+            return memoryview(os.pread(self.fd, end - start, start))
+        mapped = self._map
+        if mapped is None:
+            fd = self.fd  # registers with the bound of open sealed segments
+            mapped = self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            os.close(fd)  # the map holds a descriptor of its own
+            self._fd = None
+        else:
+            self._sealed_files.used(self)
+        return memoryview(mapped)[start:end]
 
     def append(self, lines: list[bytes]) -> None:
         """Write records in one pwrite; on failure the file is cut back to end with the last good one."""
@@ -110,7 +130,7 @@ class Segment:
     def read_line(self, index: int) -> bytes:
         """The stored line of record `index`, newline included."""
         start = self.offsets[index]
-        return os.pread(self.fd, self.record_end(index) - start, start)
+        return bytes(self._span(start, self.record_end(index)))
 
     def read_lines(self, indices: list[int]) -> list[memoryview]:
         """The lines of records `indices` (ascending), newline included: one pread per run of
@@ -127,7 +147,7 @@ class Segment:
                     break
                 end = following_end
                 j += 1
-            data = memoryview(os.pread(self.fd, end - start, start))
+            data = self._span(start, end)
             for index in indices[i:j]:
                 lines.append(data[offsets[index] - start : self.record_end(index) - start])
             i = j
@@ -141,7 +161,7 @@ class Segment:
         their lookups hoisted: a consume of 100 spends most of its time here. Returns the
         first sequence whose record fails its checksum (nothing more is appended), else None.
         """
-        offsets, size, fd, base = self.offsets, self.size, self.fd, self.base
+        offsets, size, base = self.offsets, self.size, self.base
         last, i = len(offsets) - 1, lo
         crc32, crc_end, more_len = zlib.crc32, PREFIX_LEN, MORE_LEN
         while i < hi:
@@ -161,7 +181,7 @@ class Segment:
                     break
                 end = following_end
                 j += 1
-            data = memoryview(os.pread(fd, end - start, start))
+            data = self._span(start, end)
             for sequence in sequences[i:j]:
                 index = sequence - base
                 at = offsets[index] - start

@@ -302,14 +302,14 @@ async def test_reads_coalesce_nearby_records_into_few_system_calls(
         monkeypatch.setattr(segment_module, "READ_GAP", gap)
         monkeypatch.setattr(segment_module, "READ_SPAN", span)
         calls = 0
-        real_pread = os.pread
+        real_span = Segment._span
 
-        def counting_pread(fd: int, length: int, offset: int) -> bytes:
-            nonlocal calls
+        def counting_span(self: Segment, start: int, end: int) -> memoryview:
+            nonlocal calls  # one pread of the active segment, or one slice of a sealed one's map
             calls += 1
-            return real_pread(fd, length, offset)
+            return real_span(self, start, end)
 
-        monkeypatch.setattr(os, "pread", counting_pread)
+        monkeypatch.setattr(Segment, "_span", counting_span)
         got = await read_events(store, STREAM, "A", "c", limit=40)
         assert got == one_by_one  # the same events, byte for byte, across segment borders
         segments = len(stream.segments)
