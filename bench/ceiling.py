@@ -4,13 +4,15 @@
 
 Its handlers do the least any aiohttp event server must: read the body, parse it with
 orjson when it is the event JSON, and answer a constant JSON string. Same routes as
-logserver, no middleware, no auth, no storage, no access log. Stops on SIGTERM/SIGINT.
+logserver, no middleware, no auth, no storage, no access log; the garbage collector tuned as
+logserver tunes it. Stops on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 from collections.abc import Callable
 
@@ -79,6 +81,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    # The garbage collector tuned as logserver.server.settle_heap tunes it: same process setup.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(serve_until_signalled(build_app(), args.host, args.port))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import signal
@@ -24,6 +25,8 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 # aiohttp's default of 128 overflowed at 256 benchmark connections (nstat TcpExtListenOverflows),
 # each drop a 1 s client retry; the kernel caps this at net.core.somaxconn anyway.
 LISTEN_BACKLOG = 4096
+# Young-generation collections every this many allocations (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 20_000
 # Wanted when the hard limit is unlimited: every stream keeps its active segment open.
 _OPEN_FILES_WANTED = 65536
 
@@ -90,6 +93,20 @@ def raise_open_file_limit() -> None:
         log.info("open-file limit raised from %d to %d", soft, wanted)
 
 
+def settle_heap() -> None:
+    """Tune the cyclic garbage collector for a server whose start-up objects live until it stops.
+
+    Frozen, those objects are never scanned again, and the youngest generation is collected
+    every GC_YOUNG_THRESHOLD allocations instead of 700: a request allocates a few hundred
+    objects, so by default a collection ran every few requests and a full one stalled the
+    loop now and then. A/B at 64 connections, fsync=always: p99 of append 46-53 ms -> 26-32 ms,
+    throughput +4 to +20% (bench/ceiling.py does the same, so the ceiling is as tuned).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+
+
 async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, finish in-flight requests, close the store."""
     config.check()
@@ -100,7 +117,9 @@ async def serve(config: ServerConfig) -> None:
     # Recovery happens here, before the socket opens: a reachable /health means recovered.
     store = await EventStore.open(config.storage_config())
     try:
-        runner = await start_listener(build_app(store, authenticator, config), config, tls)
+        app = build_app(store, authenticator, config)
+        settle_heap()
+        runner = await start_listener(app, config, tls)
         try:
             log.info(
                 "listening on %s://%s:%d (data %s, fsync %s, %d streams)",
