@@ -16,7 +16,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
@@ -27,6 +28,7 @@ from .responses import error_response
 log = logging.getLogger("logserver.http")
 
 RawHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+_EXPECT_DETAIL = "only 'Expect: 100-continue' is supported"
 
 
 class ApiRunner(web.AppRunner):
@@ -95,18 +97,21 @@ def _parser_error(exc: BaseException | None, max_header_bytes: int) -> tuple[int
 
 
 def _json_http_exceptions(handler: RawHandler) -> RawHandler:
-    """Wrap the app's entry point so an HTTPException raised before the middlewares is JSON too.
-
-    The one aiohttp raises there is 417 for an `Expect` other than 100-continue.
-    """
+    """Wrap the app's entry point so what aiohttp answers before the middlewares is JSON too:
+    an `Expect` other than 100-continue (417), and any HTTPException raised there."""
 
     async def handle(request: BaseRequest) -> web.StreamResponse:
+        expect = request.headers.get(hdrs.EXPECT)
+        if expect and request.version == HttpVersion11 and expect.lower() != "100-continue":
+            # Answered here: aiohttp's own 417 echoes the value into a UTF-8 body and fails (500)
+            # on one that is not UTF-8.
+            return error_response(417, _EXPECT_DETAIL)
         try:
             response: web.StreamResponse = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            detail = "only 'Expect: 100-continue' is supported" if exc.status == 417 else None
+            detail = _EXPECT_DETAIL if exc.status == 417 else None
             return error_response(exc.status, detail)
         return response
 

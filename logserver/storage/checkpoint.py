@@ -230,6 +230,17 @@ class ConsumerCheckpoint:
         self._generation = generation
         self._log_size = len(header)
 
+    def compact_now(self) -> None:
+        """`_compact` without the event loop, for start-up (before any ack can run)."""
+        self._changed.clear()
+        generation = self._generation + 1
+        try:
+            self._write_compacted(self.encode(generation), _log_line({"logGeneration": generation}))
+        except OSError as exc:
+            raise storage_error(exc, "checkpoint write") from exc
+        self._generation = generation
+        self._log_size = len(self._header())
+
     def _write_compacted(self, snapshot: bytes, header: bytes) -> None:
         # Durable in every fsync mode: the snapshot must be on disk before the log it replaces
         # goes, or a power cut could leave the new log next to the old snapshot.

@@ -156,6 +156,12 @@ class StreamLog:
         moved = checkpoint.clamp(stream.next_sequence - 1)
         if moved:
             log.warning("stream %r: %d consumer positions clamped to the log end", metadata.name, moved)
+            # Saved now: new appends reuse the cut sequences, and a crash before the next ack
+            # must not bring back positions that would count them as acknowledged.
+            try:
+                checkpoint.compact_now()
+            except StorageError as exc:  # the next save retries it; refusing to start helps nobody
+                log.error("stream %r: clamped positions not saved yet: %s", metadata.name, exc)
         return stream
 
     # ---- appending ----------------------------------------------------------------------------
@@ -727,18 +733,21 @@ class StreamLog:
         async with self._lock:
             await self._commit.drain()
             await self.checkpoint.commit.drain()
-            await self.checkpoint.close()
             active = self._segments[-1]
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, active.fsync)
-            await loop.run_in_executor(None, self.checkpoint.sync)
-            if active.count:
-                keys = self.keys.in_range(active.base, active.end_sequence)
-                index = encode_index(active, self._name_sequences, keys)
-                await asyncio.to_thread(replace_atomically, active.path.with_suffix(INDEX_SUFFIX), index)
-            await self._interval_fsync_done()
-            for segment in self._segments:
-                segment.close()
+            try:
+                await loop.run_in_executor(None, active.fsync)
+                if active.count:
+                    keys = self.keys.in_range(active.base, active.end_sequence)
+                    index = encode_index(active, self._name_sequences, keys)
+                    await asyncio.to_thread(replace_atomically, active.path.with_suffix(INDEX_SUFFIX), index)
+                # Last: a checkpoint that fails to compact (disk full) leaves the segments synced.
+                await self.checkpoint.close()
+                await loop.run_in_executor(None, self.checkpoint.sync)
+            finally:
+                await self._interval_fsync_done()
+                for segment in self._segments:
+                    segment.close()
 
     # ---- facts for listings and tests ---------------------------------------------------------
 

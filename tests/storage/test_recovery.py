@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -178,5 +180,42 @@ async def test_bit_rot_behind_a_valid_index_is_refused_at_read_not_served(
             await store.append(STREAM, "p", event())  # refused until repaired
         with pytest.raises(StreamCorrupt):
             await store.ack(STREAM, "c", ids[0])
+    finally:
+        await store.close()
+
+
+CRASHING_APPENDER = """
+import asyncio, os, sys
+from pathlib import Path
+from logserver.storage import EventStore, FsyncPolicy, StorageConfig
+
+async def main() -> None:
+    store = await EventStore.open(StorageConfig(Path(sys.argv[1]), fsync=FsyncPolicy.ALWAYS))
+    for i in range(3):
+        print(await store.append("orders", "p", {"event": {"name": "OrderPlaced", "version": 1}}))
+    sys.stdout.flush()
+    os._exit(0)  # no close: as a crash right after these answers
+
+asyncio.run(main())
+"""
+
+
+async def test_positions_clamped_at_start_are_saved_before_new_appends_reuse_the_sequences(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    _, directory = await fill(config, event, 20)  # consumer "c" acked the last of them
+    segment = active_segment(directory)
+    segment.write_bytes(TAILS["torn record"](segment.read_bytes()))  # the acked record goes
+    # A process starts (clamping c's position), appends three events and crashes before any ack.
+    child = subprocess.run(
+        [sys.executable, "-c", CRASHING_APPENDER, str(config.data_dir)], capture_output=True, text=True
+    )
+    assert child.returncode == 0, child.stderr
+    appended = child.stdout.split()
+    assert len(appended) == 3
+    store = await EventStore.open(config)
+    try:
+        # The new events took the cut sequences: a stale position would count them as acked.
+        assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")][-3:] == appended
     finally:
         await store.close()
