@@ -24,6 +24,16 @@ MAX_WAIT_SECONDS = 30.0
 MAX_ACK_WAIT_SECONDS = 3600.0
 
 
+def append_parameters(request: web.Request) -> tuple[str, str, int | None, str | None]:
+    """An append's stream, X-Producer-ID, X-Expected-Sequence and Idempotency-Key, each checked."""
+    return (
+        validation.stream_name(request.match_info["stream"]),
+        validation.client_id(request.headers.get("X-Producer-ID"), "X-Producer-ID"),
+        validation.expected_sequence(request.headers.get("X-Expected-Sequence")),
+        validation.idempotency_key(request.headers.get("Idempotency-Key")),
+    )
+
+
 @dataclass(frozen=True)
 class ApiLimits:
     max_limit: int = 1000
@@ -44,17 +54,11 @@ class StreamApi:
     async def append(self, request: web.Request) -> web.Response:
         # Read first: an oversized body is 413 whatever else is wrong with it.
         raw = await request.read()
-        stream = validation.stream_name(request.match_info["stream"])
-        producer = validation.client_id(request.headers.get("X-Producer-ID"), "X-Producer-ID")
-        expected = validation.expected_sequence(request.headers.get("X-Expected-Sequence"))
-        key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
+        stream, producer, expected, key = append_parameters(request)
         body = validation.event_body(raw, self._limits.max_event_name_chars)
-        if self._exists(stream):
-            event_id = await self._store.append(stream, producer, body, expected, key)
-        else:
-            event_id = await self.creating(
-                stream, lambda: self._store.append(stream, producer, body, expected, key)
-            )
+        event_id = await self.creating(
+            stream, lambda: self._store.append(stream, producer, body, expected, key)
+        )
         return json_response(orjson.dumps(event_id))
 
     async def creating(self, stream: str, append: Callable[[], Awaitable[T]]) -> T:

@@ -17,7 +17,7 @@ from logserver.storage import EventStore
 from logserver.storage.record import event_json
 
 from . import validation
-from .api import StreamApi
+from .api import StreamApi, append_parameters
 from .metrics import RequestMetrics
 from .request_user import request_user
 from .responses import bad_request, json_response
@@ -45,10 +45,7 @@ class ExtensionApi:
     async def append_batch(self, request: web.Request) -> web.Response:
         """POST …/events:batch with a JSON array of events: all appended, or none."""
         raw = await request.read()
-        stream = validation.stream_name(request.match_info["stream"])
-        producer = validation.client_id(request.headers.get("X-Producer-ID"), "X-Producer-ID")
-        expected = validation.expected_sequence(request.headers.get("X-Expected-Sequence"))
-        key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
+        stream, producer, expected, key = append_parameters(request)
         try:
             events = orjson.loads(raw)
         except orjson.JSONDecodeError:

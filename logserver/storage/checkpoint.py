@@ -57,6 +57,10 @@ def _log_line(doc: Any) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 
+def _header(generation: int) -> bytes:
+    return _log_line({"logGeneration": generation})
+
+
 def _parse_log_line(line: bytes) -> Any:
     """The document of one log line (without its newline), or None if it fails its checksum."""
     if len(line) < 10 or line[8:9] != b" ":
@@ -177,13 +181,10 @@ class ConsumerCheckpoint:
 
     async def close(self) -> None:
         """Write everything as a snapshot, so the next start replays no log."""
-        unsaved = self._log_size is None or self._changed or self._log_size > len(self._header())
+        unsaved = self._log_size is None or self._changed or self._log_size > len(_header(self._generation))
         if self.positions and unsaved:
             self._compact_next = True
             await self.commit.wait(self.commit.request())
-
-    def _header(self) -> bytes:
-        return _log_line({"logGeneration": self._generation})
 
     async def _save(self) -> None:
         if self._log_size is None or self._log_size >= COMPACT_BYTES or self._compact_next:
@@ -217,35 +218,32 @@ class ConsumerCheckpoint:
             os.close(fd)
 
     async def _compact(self) -> None:
+        generation, snapshot = self._next_snapshot()  # on the loop: no ack changes it meanwhile
+        await asyncio.to_thread(self._write_compacted, generation, snapshot)
+
+    def compact_now(self) -> None:
+        """`_compact` without the event loop, for start-up (before any ack can run)."""
+        self._write_compacted(*self._next_snapshot())
+
+    def _next_snapshot(self) -> tuple[int, bytes]:
+        """The next generation and its snapshot; the log takes no lines until it is written."""
         self._changed.clear()  # the snapshot holds every position
         self._compact_next = False
-        generation = self._generation + 1
-        snapshot = self.encode(generation)  # on the loop: no ack changes it while it is encoded
-        header = _log_line({"logGeneration": generation})
         self._log_size = None
+        generation = self._generation + 1
+        return generation, self.encode(generation)
+
+    def _write_compacted(self, generation: int, snapshot: bytes) -> None:
+        # Durable in every fsync mode: the snapshot must be on disk before the log it replaces
+        # goes, or a power cut could leave the new log next to the old snapshot.
+        header = _header(generation)
         try:
-            await asyncio.to_thread(self._write_compacted, snapshot, header)
+            replace_atomically(self.path, snapshot)
+            replace_atomically(self.log_path, header)
         except OSError as exc:
             raise storage_error(exc, "checkpoint write") from exc
         self._generation = generation
         self._log_size = len(header)
-
-    def compact_now(self) -> None:
-        """`_compact` without the event loop, for start-up (before any ack can run)."""
-        self._changed.clear()
-        generation = self._generation + 1
-        try:
-            self._write_compacted(self.encode(generation), _log_line({"logGeneration": generation}))
-        except OSError as exc:
-            raise storage_error(exc, "checkpoint write") from exc
-        self._generation = generation
-        self._log_size = len(self._header())
-
-    def _write_compacted(self, snapshot: bytes, header: bytes) -> None:
-        # Durable in every fsync mode: the snapshot must be on disk before the log it replaces
-        # goes, or a power cut could leave the new log next to the old snapshot.
-        replace_atomically(self.path, snapshot)
-        replace_atomically(self.log_path, header)
 
     def sync(self) -> None:
         """fsync the ack log (interval mode, shutdown); compaction makes its own writes durable."""

@@ -24,7 +24,7 @@ import orjson
 from .atomic_file import write_all
 from .errors import StorageFull, StorageIOError
 from .idempotency import IdempotencyKeys
-from .record import MORE_LEN, PREFIX_LEN, check_line
+from .record import MORE_LEN, PREFIX, PREFIX_LEN, check_line
 
 LOG_SUFFIX = ".log"
 READ_GAP = 64 * 1024  # read through unwanted records up to this size rather than make another call
@@ -132,44 +132,24 @@ class Segment:
         start = self.offsets[index]
         return bytes(self._span(start, self.record_end(index)))
 
-    def read_lines(self, indices: list[int]) -> list[memoryview]:
-        """The lines of records `indices` (ascending), newline included: one pread per run of
-        nearby records instead of one per record (a consume of 100 was half system calls)."""
-        lines: list[memoryview] = []
-        offsets, count, i = self.offsets, len(indices), 0
-        while i < count:
-            start = offsets[indices[i]]
-            end = self.record_end(indices[i])
-            j = i + 1
-            while j < count:
-                following_end = self.record_end(indices[j])
-                if offsets[indices[j]] - end > READ_GAP or following_end - start > READ_SPAN:
-                    break
-                end = following_end
-                j += 1
-            data = self._span(start, end)
-            for index in indices[i:j]:
-                lines.append(data[offsets[index] - start : self.record_end(index) - start])
-            i = j
-        return lines
-
     def event_views(self, sequences: array[int], lo: int, hi: int, views: list[memoryview]) -> int | None:
         """Append the event part of records `sequences[lo:hi]` (ascending, all in this segment)
         to `views`, checksums verified.
 
-        What `read_lines`, `check_line` and `event_start` do per record, in one loop with
-        their lookups hoisted: a consume of 100 spends most of its time here. Returns the
-        first sequence whose record fails its checksum (nothing more is appended), else None.
+        What `check_line` and `event_start` do per record, in one loop with their lookups
+        hoisted: a consume of 100 spends most of its time here. Nearby records are read
+        together (see READ_GAP, READ_SPAN). Returns the first sequence whose record fails its
+        checksum (nothing more is appended), else None.
         """
         offsets, size, base = self.offsets, self.size, self.base
         last, i = len(offsets) - 1, lo
-        crc32, crc_end, more_len = zlib.crc32, PREFIX_LEN, MORE_LEN
+        crc32, hex_start, crc_end, more_len = zlib.crc32, len(PREFIX), PREFIX_LEN, MORE_LEN
+        final = sequences[hi - 1] - base
+        final_end = offsets[final + 1] if final < last else size
         while i < hi:
             first = sequences[i] - base
             start = offsets[first]
             end = offsets[first + 1] if first < last else size
-            final = sequences[hi - 1] - base
-            final_end = offsets[final + 1] if final < last else size
             if final_end - start <= READ_SPAN:  # the usual case: the rest in one read, no search
                 end, j = final_end, hi
             else:
@@ -188,7 +168,8 @@ class Segment:
                 line_end = (offsets[index + 1] if index < last else size) - start - 1  # before the newline
                 # Only what follows the checksum is served, and the checksum covers all of it.
                 event = data[at + crc_end : line_end]
-                if line_end - at <= crc_end + 1 or b"%08x" % crc32(event) != data[at + 9 : at + crc_end - 2]:
+                stored_crc = data[at + hex_start : at + crc_end - 2]
+                if line_end - at <= crc_end + 1 or b"%08x" % crc32(event) != stored_crc:
                     return sequence
                 views.append(event[more_len:] if event[1] == 0x5F else event)  # '"_more"': a batch's
             i = j

@@ -217,8 +217,7 @@ class StreamLog:
                 ids = [self.event_id(s) for s in range(seen.first_sequence, last + 1)]
                 ticket = self._commit.requested if last >= self.visible_end else 0
             else:
-                if expected_last is not None and expected_last != self.next_sequence - 1:
-                    raise SequenceMismatch(expected_last, self.next_sequence - 1)  # before any await
+                self._check_expected(expected_last)  # before any await
                 if self._epoch is None:
                     await self._start_epoch()
                 if self._segments[-1].size >= self._segment_bytes:
@@ -226,6 +225,10 @@ class StreamLog:
                 ids, ticket = self._put(producer_id, bodies, batch, expected_last, key)
         await self._commit.wait(ticket)  # 0 (lazy modes, durable retries) returns at once
         return ids
+
+    def _check_expected(self, expected_last: int | None) -> None:
+        if expected_last is not None and expected_last != self.next_sequence - 1:
+            raise SequenceMismatch(expected_last, self.next_sequence - 1)
 
     def _ready_to_write(self) -> bool:
         """Whether `_put` may run now without the awaits `_append` does first."""
@@ -245,8 +248,7 @@ class StreamLog:
     ) -> tuple[list[str], int]:
         """Write the records (as one lock section: no await); returns their ids and the
         group-commit ticket to wait for (0: nothing to wait for in this fsync mode)."""
-        if expected_last is not None and expected_last != self.next_sequence - 1:
-            raise SequenceMismatch(expected_last, self.next_sequence - 1)
+        self._check_expected(expected_last)
         assert self._format_id is not None
         first = self.next_sequence
         if first + len(bodies) - 1 > MAX_SEQUENCE:
@@ -392,25 +394,6 @@ class StreamLog:
         line = segment.read_line(sequence - segment.base)
         self._verify(sequence, segment, memoryview(line))
         return line
-
-    def _read_lines(self, sequences: list[int]) -> list[memoryview]:
-        """`read_line` for ascending sequences, in as few reads as their placement allows."""
-        lines: list[memoryview] = []
-        i = 0
-        while i < len(sequences):
-            segment = self._segment_for(sequences[i])
-            end = segment.end_sequence
-            j = i
-            while j < len(sequences) and sequences[j] < end:
-                j += 1
-            batch = sequences[i:j]
-            for sequence, line in zip(
-                batch, segment.read_lines([s - segment.base for s in batch]), strict=True
-            ):
-                self._verify(sequence, segment, line)
-                lines.append(line)
-            i = j
-        return lines
 
     def _verify(self, sequence: int, segment: Segment, line: memoryview) -> None:
         if not check_line(line[:-1]):
