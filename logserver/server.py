@@ -14,14 +14,11 @@ from aiohttp import web
 
 from logserver.auth import Authenticator, create_first_user
 from logserver.config import ServerConfig
-from logserver.http import build_app
-from logserver.http.runner import ApiRunner
+from logserver.http import ApiServer, build_server
 from logserver.storage import EventStore
 
 log = logging.getLogger("logserver")
 
-# One short line per request: client, request line, status, body bytes, seconds.
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 # aiohttp's default of 128 overflowed at 256 benchmark connections (nstat TcpExtListenOverflows),
 # each drop a 1 s client retry; the kernel caps this at net.core.somaxconn anyway.
 LISTEN_BACKLOG = 4096
@@ -59,13 +56,13 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
 
 
 async def start_listener(
-    app: web.Application, config: ServerConfig, tls: ssl.SSLContext | None = None
-) -> ApiRunner:
-    """Listen on config.host:config.port with the app; the caller cleans the runner up.
+    server: ApiServer, config: ServerConfig, tls: ssl.SSLContext | None = None
+) -> web.ServerRunner:
+    """Listen on config.host:config.port with the server; the caller cleans the runner up.
 
     `runner.addresses` tells the port when config.port is 0 (tests).
     """
-    runner = ApiRunner(app, max_header_bytes=config.max_header_bytes, access_log_format=ACCESS_LOG_FORMAT)
+    runner = web.ServerRunner(server)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port, ssl_context=tls, backlog=LISTEN_BACKLOG)
@@ -117,9 +114,9 @@ async def serve(config: ServerConfig) -> None:
     # Recovery happens here, before the socket opens: a reachable /health means recovered.
     store = await EventStore.open(config.storage_config())
     try:
-        app = build_app(store, authenticator, config)
+        server = build_server(store, authenticator, config)
         settle_heap()
-        runner = await start_listener(app, config, tls)
+        runner = await start_listener(server, config, tls)
         try:
             log.info(
                 "listening on %s://%s:%d (data %s, fsync %s, %d streams)",

@@ -1,5 +1,6 @@
-"""The HTTP layer: a thin aiohttp application over the storage engine."""
+"""The HTTP layer: thin handlers over the storage engine, on aiohttp's low-level server."""
 
-from .app import build_app
+from .app import build_server
+from .protocol import ApiServer
 
-__all__ = ["build_app"]
+__all__ = ["ApiServer", "build_server"]

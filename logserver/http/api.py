@@ -15,6 +15,7 @@ from logserver.storage.errors import StreamCorrupt, StreamNotFound
 
 from . import validation
 from .responses import ApiError, bad_request, json_response
+from .routes import PathParams
 
 _OK = orjson.dumps("OK")
 T = TypeVar("T")
@@ -24,10 +25,12 @@ MAX_WAIT_SECONDS = 30.0
 MAX_ACK_WAIT_SECONDS = 3600.0
 
 
-def append_parameters(request: web.Request) -> tuple[str, str, int | None, str | None]:
+def append_parameters(
+    request: web.BaseRequest, params: PathParams
+) -> tuple[str, str, int | None, str | None]:
     """An append's stream, X-Producer-ID, X-Expected-Sequence and Idempotency-Key, each checked."""
     return (
-        validation.stream_name(request.match_info["stream"]),
+        validation.stream_name(params["stream"]),
         validation.client_id(request.headers.get("X-Producer-ID"), "X-Producer-ID"),
         validation.expected_sequence(request.headers.get("X-Expected-Sequence")),
         validation.idempotency_key(request.headers.get("Idempotency-Key")),
@@ -51,10 +54,10 @@ class StreamApi:
         # Held around "count the streams, then create one", so racing creators can't overshoot.
         self._create_lock = asyncio.Lock()
 
-    async def append(self, request: web.Request) -> web.Response:
+    async def append(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         # Read first: an oversized body is 413 whatever else is wrong with it.
         raw = await request.read()
-        stream, producer, expected, key = append_parameters(request)
+        stream, producer, expected, key = append_parameters(request, params)
         body = validation.event_body(raw, self._limits.max_event_name_chars)
         event_id = await self.creating(
             stream, lambda: self._store.append(stream, producer, body, expected, key)
@@ -80,8 +83,8 @@ class StreamApi:
             return True  # it exists; the append will say how it is damaged
         return True
 
-    async def consume(self, request: web.Request) -> web.Response:
-        stream = validation.stream_name(request.match_info["stream"])
+    async def consume(self, request: web.BaseRequest, params: PathParams) -> web.Response:
+        stream = validation.stream_name(params["stream"])
         consumer = validation.client_id(request.headers.get("X-Consumer-ID"), "X-Consumer-ID")
         query = request.query
         name = query.get("eventName")
@@ -110,18 +113,18 @@ class StreamApi:
             # Long-poll: nothing between the read and this registration can append (one loop).
             await self._store.wait_for_events(stream, name, remaining)
 
-    async def ack(self, request: web.Request) -> web.Response:
+    async def ack(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         raw = await request.read()
-        stream = validation.stream_name(request.match_info["stream"])
+        stream = validation.stream_name(params["stream"])
         consumer = validation.client_id(request.headers.get("X-Consumer-ID"), "X-Consumer-ID")
         action = validation.ack_body(raw, request.content_type)
         if action == "ACK":
-            await self._store.ack(stream, consumer, request.match_info["eventID"])
+            await self._store.ack(stream, consumer, params["eventID"])
         else:
-            await self._store.nack(stream, consumer, request.match_info["eventID"])
+            await self._store.nack(stream, consumer, params["eventID"])
         return json_response(_OK)
 
-    async def health(self, request: web.Request) -> web.Response:
+    async def health(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         # The server listens only after recovery, so answering at all means "recovered".
         status = {"status": "ok", "streams": self._store.stream_count()}
         return json_response(orjson.dumps(status))

@@ -21,6 +21,7 @@ from .api import StreamApi, append_parameters
 from .metrics import RequestMetrics
 from .request_user import request_user
 from .responses import bad_request, json_response
+from .routes import PathParams
 
 
 class ExtensionApi:
@@ -42,10 +43,10 @@ class ExtensionApi:
         self._openapi = openapi
         self._metrics = metrics
 
-    async def append_batch(self, request: web.Request) -> web.Response:
+    async def append_batch(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         """POST …/events:batch with a JSON array of events: all appended, or none."""
         raw = await request.read()
-        stream, producer, expected, key = append_parameters(request)
+        stream, producer, expected, key = append_parameters(request, params)
         try:
             events = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -59,26 +60,26 @@ class ExtensionApi:
         )
         return json_response(orjson.dumps(ids))
 
-    async def list_streams(self, request: web.Request) -> web.Response:
+    async def list_streams(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         # Only streams the user may use: the listing must not reveal what a 403 hides.
         permissions = request_user(request).permissions
         streams = [s for s in self._store.describe_streams() if permissions.allows_some(s["name"])]
         return json_response(orjson.dumps(streams))
 
-    async def describe_stream(self, request: web.Request) -> web.Response:
-        stream = validation.stream_name(request.match_info["stream"])
+    async def describe_stream(self, request: web.BaseRequest, params: PathParams) -> web.Response:
+        stream = validation.stream_name(params["stream"])
         return json_response(orjson.dumps(self._store.stream(stream).describe(per_name=True)))
 
-    async def list_consumers(self, request: web.Request) -> web.Response:
-        stream = validation.stream_name(request.match_info["stream"])
+    async def list_consumers(self, request: web.BaseRequest, params: PathParams) -> web.Response:
+        stream = validation.stream_name(params["stream"])
         return json_response(orjson.dumps(self._store.stream(stream).consumer_lag()))
 
-    async def seek_consumer(self, request: web.Request) -> web.Response:
+    async def seek_consumer(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         """PUT …/consumers/{consumer}: {"to": "start"|"end"} or {"sequence": N} or {"time": T},
         optionally with "eventName"; events from there on are delivered again (or skipped)."""
         raw = await request.read()
-        stream = validation.stream_name(request.match_info["stream"])
-        consumer = validation.client_id(request.match_info["consumer"], "consumer")
+        stream = validation.stream_name(params["stream"])
+        consumer = validation.client_id(params["consumer"], "consumer")
         log = self._store.stream(stream)
         body = _json_object(raw)
         event_name = body.get("eventName")
@@ -99,16 +100,16 @@ class ExtensionApi:
             orjson.dumps({"consumer": consumer, "eventName": event_name, "position": position})
         )
 
-    async def get_event(self, request: web.Request) -> web.Response:
-        stream = validation.stream_name(request.match_info["stream"])
+    async def get_event(self, request: web.BaseRequest, params: PathParams) -> web.Response:
+        stream = validation.stream_name(params["stream"])
         log = self._store.stream(stream)
-        sequence = log.resolve(request.match_info["eventID"])
+        sequence = log.resolve(params["eventID"])
         return json_response(event_json(log.read_line(sequence)))
 
-    async def history(self, request: web.Request) -> web.Response:
+    async def history(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         """GET …/history?fromSequence=|fromTime=&toSequence=|toTime=&eventName=&limit= — a page
         of stored events that moves no consumer; `X-Next-Sequence` says where the next page starts."""
-        stream = validation.stream_name(request.match_info["stream"])
+        stream = validation.stream_name(params["stream"])
         log = self._store.stream(stream)
         query = request.query
         if "fromTime" in query:
@@ -128,19 +129,19 @@ class ExtensionApi:
         headers = {"X-Next-Sequence": str(next_start)} if next_start is not None else None
         return json_response(page, headers=headers)
 
-    async def openapi(self, request: web.Request) -> web.Response:
+    async def openapi(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         return json_response(self._openapi)
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def metrics(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         return web.Response(
             body=self._metrics.render(self._store),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
-    async def set_retention(self, request: web.Request) -> web.Response:
+    async def set_retention(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         """PUT …/retention {"maxAgeSeconds": s|null, "maxBytes": n|null}: this stream's own limits."""
         raw = await request.read()
-        stream = validation.stream_name(request.match_info["stream"])
+        stream = validation.stream_name(params["stream"])
         body = _json_object(raw)
         age = body.get("maxAgeSeconds")
         size = body.get("maxBytes")

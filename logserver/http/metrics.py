@@ -9,8 +9,6 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable
 
-from aiohttp import web
-
 from logserver.storage import EventStore
 from logserver.storage.errors import StorageError
 from logserver.storage.stream_log import StreamLog
@@ -60,10 +58,9 @@ class RequestMetrics:
         )
         self.latency_sum: defaultdict[tuple[str, str], float] = defaultdict(float)
 
-    def observe(self, request: web.Request, status: int, elapsed: float) -> None:
-        """Count one answered request that took `elapsed` seconds."""
-        resource = request.match_info.route.resource
-        key = (resource.canonical if resource is not None else "unmatched", request.method)
+    def observe(self, route: str, method: str, status: int, elapsed: float) -> None:
+        """Count one answered request to `route` (its path template) that took `elapsed` seconds."""
+        key = (route, method)
         self.requests[(*key, status)] += 1
         self.latency[key][bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         self.latency_sum[key] += elapsed

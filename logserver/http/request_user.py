@@ -1,4 +1,4 @@
-"""The authenticated user of a request, set by the auth middleware for handlers that need it."""
+"""The authenticated user of a request, set by the dispatcher for handlers that need it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,6 @@ from logserver.auth import User
 AUTHENTICATED_USER = web.RequestKey("logserver_authenticated_user", User)
 
 
-def request_user(request: web.Request) -> User:
-    """The user the auth middleware let through; only on secured routes."""
+def request_user(request: web.BaseRequest) -> User:
+    """The user the dispatcher let through; only on secured routes."""
     return request[AUTHENTICATED_USER]

@@ -48,7 +48,7 @@ def error_response(
 
 
 class ApiError(Exception):
-    """A client error found by a handler; the error middleware turns it into its response."""
+    """A client error found by a handler; the dispatcher turns it into its response."""
 
     def __init__(self, status: int, detail: str | None = None) -> None:
         super().__init__(detail)

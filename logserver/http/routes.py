@@ -1,21 +1,23 @@
 """The route table: every route the server has, secured unless declared public here.
 
 A secured route also declares what the user must be allowed to do to the
-stream named in its path (users-file permissions); a route added outside this
-table still needs credentials, and a user with unrestricted access.
+stream named in its path (users-file permissions). The server answers only
+the routes of this table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from logserver.auth import Action, User
 
-from .api import StreamApi
-from .extensions import ExtensionApi
+if TYPE_CHECKING:  # they import PathParams from here
+    from .api import StreamApi
+    from .extensions import ExtensionApi
 
 # How a 403 names each action: "may not produce to stream 'x'".
 _ACTION_PHRASES: dict[Action, str] = {
@@ -25,14 +27,29 @@ _ACTION_PHRASES: dict[Action, str] = {
 }
 
 
+PathParams = dict[str, str]
+RouteHandler = Callable[[web.BaseRequest, PathParams], Awaitable[web.StreamResponse]]
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
     path: str
-    handler: Handler
+    handler: RouteHandler
     permission: Action | None = None  # checked against the path's {stream}
     public: bool = False  # the only way a route escapes authentication
     full_access: bool = False  # only for users without a permissions field (it spans all streams)
+
+    def denial(self, user: User, params: PathParams) -> str | None:
+        """Why `user` may not use this route with these path parameters, or None if they may."""
+        if self.full_access and not user.permissions.unrestricted:
+            return f"user '{user.name}' may not use {self.method} {self.path}"
+        if self.permission is None:
+            return None
+        stream = params["stream"]
+        if user.permissions.allows(self.permission, stream):
+            return None
+        return f"user '{user.name}' may not {_ACTION_PHRASES[self.permission]} stream '{stream}'"
 
 
 def route_table(api: StreamApi, more: ExtensionApi, public_metrics: bool) -> tuple[Route, ...]:
@@ -59,39 +76,80 @@ def route_table(api: StreamApi, more: ExtensionApi, public_metrics: bool) -> tup
     )
 
 
-@dataclass(frozen=True)
-class AccessRules:
-    """What the auth middleware needs to know about each registered route."""
+class RouteTable:
+    """Finds the route and path parameters of a request path, as aiohttp's router would, in one
+    walk down a tree of path segments instead of a regular expression per route.
 
-    public: frozenset[web.AbstractRoute]
-    declared: dict[web.AbstractRoute, Route]
+    A parameter matches one non-empty segment without `{`, `}` or `/` (aiohttp's `[^{}/]+`),
+    read from the path with everything decoded but `%2F` and `%25`, which are decoded last; so
+    `a%2Fb` is the stream `a/b`. A literal segment and a parameter may not share a parent,
+    so the walk never backtracks.
+    """
 
-    def denial(self, user: User, match_info: web.UrlMappingMatchInfo) -> str | None:
-        """Why `user` may not use the matched route, or None if they may."""
-        route = self.declared.get(match_info.route)
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.routes = routes
+        self._root = _Node()
+        for route in routes:
+            if route.permission is not None and "{stream}" not in route.path:
+                raise ValueError(f"{route.path}: a permission needs a {{stream}} in the path")
+            node = self._root
+            for segment in route.path.split("/")[1:]:
+                node = node.child(segment, route.path)
+            if route.method in node.methods:
+                raise ValueError(f"{route.method} {route.path} is declared twice")
+            node.methods[route.method] = route
+
+    def resolve(self, method: str, path: str) -> tuple[Route, PathParams]:
+        """The route for `method` on `path` (aiohttp's `path_safe`) and its parameters.
+
+        Raises HTTPNotFound, or HTTPMethodNotAllowed naming the methods the path has.
+        """
+        segments = path.split("/")
+        if segments[0]:
+            raise web.HTTPNotFound()
+        node: _Node | None = self._root
+        params: PathParams = {}
+        for segment in segments[1:]:
+            assert node is not None
+            following = node.literals.get(segment)
+            if following is None and node.parameter is not None and segment and _plain(segment):
+                if "%" in segment:
+                    segment = segment.replace("%2F", "/").replace("%25", "%")
+                params[node.parameter] = segment
+                following = node.parameter_node
+            if following is None:
+                raise web.HTTPNotFound()
+            node = following
+        assert node is not None
+        route = node.methods.get(method)
         if route is None:
-            if user.permissions.unrestricted:
-                return None
-            return f"user '{user.name}' may not use {match_info.route.method} {match_info.route.resource}"
-        if route.full_access and not user.permissions.unrestricted:
-            return f"user '{user.name}' may not use {route.method} {route.path}"
-        if route.permission is None:
-            return None
-        stream = match_info["stream"]
-        if user.permissions.allows(route.permission, stream):
-            return None
-        return f"user '{user.name}' may not {_ACTION_PHRASES[route.permission]} stream '{stream}'"
+            if not node.methods:
+                raise web.HTTPNotFound()
+            raise web.HTTPMethodNotAllowed(method, sorted(node.methods))
+        return route, params
 
 
-def register(router: web.UrlDispatcher, routes: tuple[Route, ...]) -> AccessRules:
-    """Add `routes` to `router`; returns their access rules for the auth middleware."""
-    public = set()
-    declared = {}
-    for route in routes:
-        if route.permission is not None and "{stream}" not in route.path:
-            raise ValueError(f"{route.path}: a permission needs a {{stream}} in the path")
-        registered = router.add_route(route.method, route.path, route.handler)
-        declared[registered] = route
-        if route.public:
-            public.add(registered)
-    return AccessRules(frozenset(public), declared)
+def _plain(segment: str) -> bool:
+    return "{" not in segment and "}" not in segment
+
+
+class _Node:
+    __slots__ = ("literals", "methods", "parameter", "parameter_node")
+
+    def __init__(self) -> None:
+        self.literals: dict[str, _Node] = {}
+        self.parameter: str | None = None
+        self.parameter_node: _Node | None = None
+        self.methods: dict[str, Route] = {}
+
+    def child(self, segment: str, path: str) -> _Node:
+        if segment.startswith("{") and segment.endswith("}"):
+            name = segment[1:-1]
+            if self.literals or (self.parameter is not None and self.parameter != name):
+                raise ValueError(f"{path}: {segment} shares its place with another segment")
+            if self.parameter_node is None:
+                self.parameter, self.parameter_node = name, _Node()
+            return self.parameter_node
+        if self.parameter is not None:
+            raise ValueError(f"{path}: {segment} shares its place with a parameter")
+        return self.literals.setdefault(segment, _Node())

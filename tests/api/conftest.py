@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import BaseTestServer
 
 from logserver.auth import Authenticator, hash_password
 from logserver.config import ServerConfig
-from logserver.http import build_app
+from logserver.http import ApiServer, build_server
 from logserver.storage import EventStore
 
 from .http_calls import MAX_BODY_BYTES, MAX_LIMIT, PASSWORD, USER, Client
 
-MakeClient = Callable[[web.Application], Awaitable[Client]]
+MakeClient = Callable[[ApiServer], Awaitable[Client]]
+
+
+class ApiTestServer(BaseTestServer):
+    """aiohttp's test server around the ApiServer `logserver serve` listens with."""
+
+    def __init__(self, server: ApiServer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.api = server
+
+    async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
+        return web.ServerRunner(self.api)
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +58,20 @@ async def store(config: ServerConfig) -> AsyncIterator[EventStore]:
 
 
 @pytest.fixture
-def app(store: EventStore, config: ServerConfig) -> web.Application:
-    return build_app(store, Authenticator(config.users_path), config)
+def make_client(aiohttp_client: Callable[..., Awaitable[Client]]) -> MakeClient:
+    """A test client on a real socket for a built server."""
+
+    async def make(server: ApiServer) -> Client:
+        return await aiohttp_client(ApiTestServer(server))
+
+    return make
 
 
 @pytest.fixture
-async def client(aiohttp_client: MakeClient, app: web.Application) -> Client:
-    return await aiohttp_client(app)
+async def server(store: EventStore, config: ServerConfig) -> ApiServer:
+    return build_server(store, Authenticator(config.users_path), config)
+
+
+@pytest.fixture
+async def client(make_client: MakeClient, server: ApiServer) -> Client:
+    return await make_client(server)

@@ -18,7 +18,7 @@ JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 MAX_LIMIT = 50
 MAX_BODY_BYTES = 64 * 1024
 
-Client = TestClient[web.Request, web.Application]
+Client = TestClient[web.BaseRequest, None]
 
 
 def events_path(stream: str, event_id: str | None = None) -> str:

@@ -1,8 +1,5 @@
-"""The app behind the server's own listener (ApiRunner, TLS) on a real socket, in this process.
-
-aiohttp's test client starts the app with aiohttp's plain runner; these tests
-need what `logserver serve` puts in front of it: JSON for parser errors, the
-header limit, TLS.
+"""The server behind `logserver serve`'s own listener (start_listener, TLS) on a real socket,
+in this process: for tests that talk raw HTTP or TLS rather than through aiohttp's test client.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ from dataclasses import dataclass
 
 from logserver.auth import Authenticator, FailedLoginThrottle
 from logserver.config import ServerConfig
-from logserver.http import build_app
+from logserver.http import build_server
 from logserver.server import start_listener
 from logserver.storage import EventStore
 
@@ -39,8 +36,8 @@ async def listening(
     tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Listening]:
     config = dataclasses.replace(config, host="127.0.0.1", port=0)
-    app = build_app(store, Authenticator(config.users_path), config, throttle)
-    runner = await start_listener(app, config, tls)
+    server = build_server(store, Authenticator(config.users_path), config, throttle)
+    runner = await start_listener(server, config, tls)
     try:
         host, port = runner.addresses[0][:2]
         yield Listening(str(host), int(port), "https" if tls else "http")

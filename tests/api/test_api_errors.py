@@ -6,16 +6,15 @@ import logging
 import re
 
 import pytest
-from aiohttp import web
 
 from logserver.auth import Authenticator
 from logserver.config import ServerConfig
-from logserver.http import build_app
+from logserver.http import build_server
 from logserver.storage import EventStore
 from logserver.storage.errors import StorageFull, StorageIOError
 
 from .conftest import MakeClient
-from .http_calls import AUTH, Client, append_ok, consume, event_body, events_path, expect
+from .http_calls import AUTH, Client, append, append_ok, consume, event_body, events_path, expect
 
 
 @pytest.mark.parametrize(
@@ -56,15 +55,15 @@ async def test_health_reports_ok_and_the_stream_count(client: Client) -> None:
 
 
 async def test_unexpected_exception_is_500_with_a_reference_that_is_in_the_log(
-    aiohttp_client: MakeClient, app: web.Application, caplog: pytest.LogCaptureFixture
+    client: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def explode(request: web.Request) -> web.Response:
+    def explode(*args: object) -> bytes:
         raise RuntimeError("secret internals")
 
-    app.router.add_get("/explode", explode)
-    client = await aiohttp_client(app)
+    await append_ok(client, "s")
+    monkeypatch.setattr(store.stream("s"), "read", explode)
     with caplog.at_level(logging.ERROR, logger="logserver.http"):
-        message = await expect(await client.get("/explode", headers=AUTH), 500)
+        message = await expect(await consume(client, "s"), 500)
     match = re.fullmatch(r"Internal Server Error - ([0-9a-f]{16})", message)
     assert match, message
     [record] = [r for r in caplog.records if match[1] in r.getMessage()]
@@ -80,15 +79,19 @@ async def test_unexpected_exception_is_500_with_a_reference_that_is_in_the_log(
     ],
 )
 async def test_storage_failures_map_to_their_status(
-    aiohttp_client: MakeClient, app: web.Application, error: Exception, status: int, message: str | None
+    client: Client,
+    store: EventStore,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    status: int,
+    message: str | None,
 ) -> None:
     # The engine's own fault tests produce these for real; here only the mapping is under test.
-    async def fail(request: web.Request) -> web.Response:
+    async def fail(*args: object) -> str:
         raise error
 
-    app.router.add_post("/fail", fail)
-    client = await aiohttp_client(app)
-    body = await expect(await client.post("/fail", headers=AUTH), status)
+    monkeypatch.setattr(store, "append", fail)
+    body = await expect(await append(client, "s"), status)
     if message is not None:
         assert body == message
     else:
@@ -96,11 +99,9 @@ async def test_storage_failures_map_to_their_status(
         assert "fsync" not in body
 
 
-async def test_stream_damaged_before_its_tail_is_503(
-    aiohttp_client: MakeClient, config: ServerConfig
-) -> None:
+async def test_stream_damaged_before_its_tail_is_503(make_client: MakeClient, config: ServerConfig) -> None:
     store = await EventStore.open(config.storage_config())
-    client = await aiohttp_client(build_app(store, Authenticator(config.users_path), config))
+    client = await make_client(build_server(store, Authenticator(config.users_path), config))
     for i in range(40):  # several 4 KiB segments
         await append_ok(client, "ledger", event_body(payload={"i": i, "pad": "x" * 100}))
     await client.close()
@@ -116,7 +117,7 @@ async def test_stream_damaged_before_its_tail_is_503(
 
     store = await EventStore.open(config.storage_config())
     try:
-        client = await aiohttp_client(build_app(store, Authenticator(config.users_path), config))
+        client = await make_client(build_server(store, Authenticator(config.users_path), config))
         message = await expect(await consume(client, "ledger"), 503)
         assert message == "Service Unavailable - stream 'ledger' is damaged and awaits repair"
         health = await expect(await client.get("/health"), 200)

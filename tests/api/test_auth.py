@@ -11,7 +11,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiohttp import web
 
 from logserver import auth
 from logserver.auth import (
@@ -24,8 +23,8 @@ from logserver.auth import (
     verify_password,
 )
 from logserver.config import ServerConfig
+from logserver.http import ApiServer
 
-from .conftest import MakeClient
 from .http_calls import AUTH, PASSWORD, USER, Client, append_ok, event_body, events_path, expect
 
 
@@ -114,16 +113,19 @@ async def test_health_is_public(client: Client) -> None:
     assert body["status"] == "ok"
 
 
-async def test_a_route_outside_the_table_is_secured_by_default(
-    aiohttp_client: MakeClient, app: web.Application
+async def test_every_route_but_the_public_ones_asks_for_credentials(
+    client: Client, server: ApiServer
 ) -> None:
-    async def extra(request: web.Request) -> web.Response:
-        return web.json_response("secret")
-
-    app.router.add_get("/extra", extra)
-    client = await aiohttp_client(app)
-    await expect(await client.get("/extra"), 401, "Unauthorized")
-    assert await (await client.get("/extra", headers=AUTH)).json() == "secret"
+    routes = server.dispatcher.routes.routes
+    assert {route.path for route in routes if route.public} == {"/health", "/api/v1/openapi.json"}
+    for route in routes:
+        path = route.path.format(stream="s", eventID="e", consumer="c")
+        response = await client.request(route.method, path)
+        if route.public:
+            assert response.status == 200, route
+        else:
+            await expect(response, 401, "Unauthorized")
+            assert response.headers["WWW-Authenticate"] == 'Basic realm="logserver"'
 
 
 async def test_user_added_while_running_is_accepted_at_once(client: Client, config: ServerConfig) -> None:

@@ -1,7 +1,7 @@
-"""Configurable limits, each a clear JSON 4xx; and JSON for what aiohttp answers before the app.
+"""Configurable limits, each a clear JSON 4xx; and JSON for what aiohttp answers before the dispatcher.
 
-These run behind `logserver serve`'s own listener (tests/api/live.py), since the
-header limit and the JSON rendering of parser errors live there.
+Most run on a raw socket (tests/api/live.py) to send what no HTTP client would; the
+header limit and the JSON rendering of parser errors live in the ApiServer.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ def config(config: ServerConfig) -> ServerConfig:
 
 
 @pytest.fixture
-async def server(store: EventStore, config: ServerConfig) -> AsyncIterator[Listening]:
+async def listener(store: EventStore, config: ServerConfig) -> AsyncIterator[Listening]:
     async with listening(store, config) as listener:
         yield listener
 
 
-async def exchange(server: Listening, request: bytes) -> tuple[int, dict[str, str], bytes]:
+async def exchange(listener: Listening, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send `request` byte for byte and read the answer to the end (the server closes after errors)."""
-    reader, writer = await asyncio.open_connection(server.host, server.port)
+    reader, writer = await asyncio.open_connection(listener.host, listener.port)
     writer.write(request)
     await writer.drain()
     response = await reader.read()
@@ -61,31 +61,31 @@ def request(line: str, *headers: str) -> bytes:
     return "\r\n".join([line, "Host: x", "Connection: close", *headers, "", ""]).encode("latin-1")
 
 
-async def expect_json_error(server: Listening, raw: bytes, status: int, message: str) -> None:
-    answer, headers, body = await exchange(server, raw)
+async def expect_json_error(listener: Listening, raw: bytes, status: int, message: str) -> None:
+    answer, headers, body = await exchange(listener, raw)
     assert (answer, headers["content-type"]) == (status, JSON_CONTENT_TYPE), body
     assert orjson.loads(body) == message
 
 
-async def test_a_header_field_over_the_limit_is_431(server: Listening) -> None:
+async def test_a_header_field_over_the_limit_is_431(listener: Listening) -> None:
     raw = request("GET /health HTTP/1.1", "X-Padding: " + "p" * (MAX_HEADER_BYTES + 1))
-    await expect_json_error(server, raw, 431, TOO_LARGE)
+    await expect_json_error(listener, raw, 431, TOO_LARGE)
 
 
-async def test_a_request_line_over_the_limit_is_431(server: Listening) -> None:
+async def test_a_request_line_over_the_limit_is_431(listener: Listening) -> None:
     raw = request(f"GET /api/v1/streams/{'s' * MAX_HEADER_BYTES}/events HTTP/1.1")
-    await expect_json_error(server, raw, 431, TOO_LARGE)
+    await expect_json_error(listener, raw, 431, TOO_LARGE)
 
 
-async def test_a_header_just_under_the_limit_is_served(server: Listening) -> None:
+async def test_a_header_just_under_the_limit_is_served(listener: Listening) -> None:
     padding = "X-Padding: " + "p" * (MAX_HEADER_BYTES - 100)
-    answer, _, body = await exchange(server, request("GET /health HTTP/1.1", padding))
+    answer, _, body = await exchange(listener, request("GET /health HTTP/1.1", padding))
     assert answer == 200, body
 
 
-async def test_too_many_header_fields_is_431(server: Listening) -> None:
+async def test_too_many_header_fields_is_431(listener: Listening) -> None:
     raw = request("GET /health HTTP/1.1", *(f"X-Field-{i}: v" for i in range(200)))
-    await expect_json_error(server, raw, 431, "Request Header Fields Too Large - too many header fields")
+    await expect_json_error(listener, raw, 431, "Request Header Fields Too Large - too many header fields")
 
 
 @pytest.mark.parametrize(
@@ -102,8 +102,8 @@ async def test_too_many_header_fields_is_431(server: Listening) -> None:
     ],
     ids=["nul in method", "nul in path", "space in header name", "te and cl", "tls on plain port"],
 )
-async def test_what_the_parser_rejects_is_a_json_400(server: Listening, raw: bytes, reason: str) -> None:
-    answer, headers, body = await exchange(server, raw)
+async def test_what_the_parser_rejects_is_a_json_400(listener: Listening, raw: bytes, reason: str) -> None:
+    answer, headers, body = await exchange(listener, raw)
     assert (answer, headers["content-type"]) == (400, JSON_CONTENT_TYPE), body
     message = orjson.loads(body)
     assert message.startswith("Bad Request - malformed HTTP request: ")
@@ -111,51 +111,51 @@ async def test_what_the_parser_rejects_is_a_json_400(server: Listening, raw: byt
 
 
 @pytest.mark.parametrize("value", ["200-ok", "\x80"], ids=["unknown", "not utf-8"])
-async def test_an_unknown_expectation_is_a_json_417(server: Listening, value: str) -> None:
+async def test_an_unknown_expectation_is_a_json_417(listener: Listening, value: str) -> None:
     # aiohttp answered 500 for the second: it echoes the value into a UTF-8 body (fuzzer find).
     for path in ("/health", "/no/such/route", "/api/v1/streams/orders/events?"):
         raw = request(f"POST {path} HTTP/1.1", f"Expect: {value}", "Content-Length: 0")
         await expect_json_error(
-            server, raw, 417, "Expectation Failed - only 'Expect: 100-continue' is supported"
+            listener, raw, 417, "Expectation Failed - only 'Expect: 100-continue' is supported"
         )
 
 
-async def test_100_continue_still_works(server: Listening) -> None:
+async def test_100_continue_still_works(listener: Listening) -> None:
     body = orjson.dumps(event_body())
     headers = {**AUTH, "X-Producer-ID": "p", "Expect": "100-continue"}
-    url = f"{server.url}{events_path('s')}"
+    url = f"{listener.url}{events_path('s')}"
     async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
         assert response.status == 200
 
 
-async def test_a_bad_chunked_body_is_a_json_400(server: Listening) -> None:
+async def test_a_bad_chunked_body_is_a_json_400(listener: Listening) -> None:
     auth = f"Authorization: {AUTH['Authorization']}"
     head = request(
         "POST /api/v1/streams/s/events HTTP/1.1", auth, "X-Producer-ID: p", "Transfer-Encoding: chunked"
     )
-    answer, headers, body = await exchange(server, head + b"zz\r\n{}\r\n0\r\n\r\n")
+    answer, headers, body = await exchange(listener, head + b"zz\r\n{}\r\n0\r\n\r\n")
     assert (answer, headers["content-type"]) == (400, JSON_CONTENT_TYPE), body
     assert orjson.loads(body) == "Bad Request - malformed HTTP request: Invalid character in chunk size"
 
 
 async def test_a_body_cut_short_is_a_client_error_not_a_500(
-    server: Listening, caplog: pytest.LogCaptureFixture
+    listener: Listening, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "logserver.http")
     auth = f"Authorization: {AUTH['Authorization']}"
     # Verified once now, so below the handler reaches the body without waiting for a key derivation.
-    assert (await exchange(server, request("GET /api/v1/streams/s/events?eventName=A HTTP/1.1", auth)))[
+    assert (await exchange(listener, request("GET /api/v1/streams/s/events?eventName=A HTTP/1.1", auth)))[
         0
     ] == 400
     head = request("POST /api/v1/streams/s/events HTTP/1.1", auth, "X-Producer-ID: p", "Content-Length: 100")
-    reader, writer = await asyncio.open_connection(server.host, server.port)
+    reader, writer = await asyncio.open_connection(listener.host, listener.port)
     writer.write(head + b'{"event":')
     writer.write_eof()  # the client stops sending 91 bytes short
     assert await reader.read() == b""  # aiohttp drops the connection; nobody is there to answer
     writer.close()
     await writer.wait_closed()
     # A full exchange on a new connection: the cut-off handler has run its course by its end.
-    assert (await exchange(server, request("GET /health HTTP/1.1")))[0] == 200
+    assert (await exchange(listener, request("GET /health HTTP/1.1")))[0] == 200
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
     assert "the client went away mid-request" in caplog.text
 

@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
 
 from logserver import auth
 from logserver.auth import Authenticator, FailedLoginThrottle, client_key
 from logserver.config import ServerConfig
-from logserver.http import build_app
+from logserver.http import ApiServer, build_server
 from logserver.storage import EventStore
 
 from .conftest import MakeClient
@@ -61,9 +60,9 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def app(store: EventStore, config: ServerConfig, clock: ManualClock) -> web.Application:
+async def server(store: EventStore, config: ServerConfig, clock: ManualClock) -> ApiServer:
     throttle = FailedLoginThrottle(FAILURES_PER_MINUTE, clock=clock)
-    return build_app(store, Authenticator(config.users_path), config, throttle)
+    return build_server(store, Authenticator(config.users_path), config, throttle)
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -163,10 +162,10 @@ async def test_a_replaced_password_is_charged_once_it_fails(
 
 
 async def test_zero_turns_the_throttle_off(
-    aiohttp_client: MakeClient, store: EventStore, config: ServerConfig
+    make_client: MakeClient, store: EventStore, config: ServerConfig
 ) -> None:
-    client = await aiohttp_client(
-        build_app(store, Authenticator(config.users_path), config, FailedLoginThrottle(0))
+    client = await make_client(
+        build_server(store, Authenticator(config.users_path), config, FailedLoginThrottle(0))
     )
     for i in range(FAILURES_PER_MINUTE * 2):
         assert (await attempt(client, {"Authorization": f"Basic not-base64-{i}"}))[0] == 401

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiohttp import ClientResponse, web
+from aiohttp import ClientResponse
 
 from logserver import auth
 from logserver.auth import (
@@ -21,8 +21,8 @@ from logserver.auth import (
 )
 from logserver.cli import main
 from logserver.config import ServerConfig
+from logserver.http import ApiServer
 
-from .conftest import MakeClient
 from .http_calls import AUTH, PASSWORD, USER, Client, append_ok, event_body, events_path, expect
 
 
@@ -114,16 +114,20 @@ async def test_403_comes_after_401_and_before_validation_and_existence(client: C
     await expect(await get_events(client, "shop", "orders-eu"), 404)
 
 
-async def test_a_route_outside_the_table_needs_full_access(
-    aiohttp_client: MakeClient, app: web.Application
+async def test_a_user_without_permissions_is_refused_every_stream_route(
+    client: Client, server: ApiServer
 ) -> None:
-    async def extra(request: web.Request) -> web.Response:
-        return web.json_response("secret")
-
-    app.router.add_get("/extra", extra)
-    client = await aiohttp_client(app)
-    await expect(await client.get("/extra", headers=basic("shop")), 403)
-    assert await (await client.get("/extra", headers=AUTH)).json() == "secret"
+    await append_ok(client, "orders-eu")
+    for route in server.dispatcher.routes.routes:
+        if route.public:
+            continue
+        path = route.path.format(stream="orders-eu", eventID="e", consumer="c")
+        response = await client.request(route.method, path, headers=basic("nobody"))
+        if route.permission is None and not route.full_access:
+            assert (route.method, route.path) == ("GET", "/api/v1/streams")
+            await expect(response, 200, [])  # lists only the streams the user may use
+        else:
+            assert response.status == 403, route
 
 
 async def test_changed_permissions_apply_without_a_restart(

@@ -15,7 +15,7 @@ import pytest
 
 from logserver.auth import Authenticator
 from logserver.config import ServerConfig
-from logserver.http import build_app
+from logserver.http import build_server
 from logserver.storage import EventStore, FsyncPolicy
 
 from .conftest import MakeClient
@@ -39,7 +39,7 @@ def check_complete(event: dict[str, Any], stream: str) -> None:
 
 
 async def test_concurrent_acks_from_one_consumer_are_all_applied(
-    client: Client, store: EventStore, config: ServerConfig, aiohttp_client: MakeClient
+    client: Client, store: EventStore, config: ServerConfig, make_client: MakeClient
 ) -> None:
     ids: dict[str, list[str]] = {name: [] for name in NAMES}
     for i in range(120):
@@ -77,7 +77,7 @@ async def test_concurrent_acks_from_one_consumer_are_all_applied(
     await store.close()  # and the same after a restart: every ack was persisted
     reopened = await EventStore.open(config.storage_config())
     try:
-        again = await aiohttp_client(build_app(reopened, Authenticator(config.users_path), config))
+        again = await make_client(build_server(reopened, Authenticator(config.users_path), config))
         for name in NAMES:
             assert await consume_ok(again, "orders", name, consumer="acker") == []
         assert await consume_ok(again, "orders", "OrderPlaced", consumer="another") != []

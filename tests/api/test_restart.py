@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from logserver.auth import Authenticator
 from logserver.config import ServerConfig
-from logserver.http import build_app
+from logserver.http import build_server
 from logserver.storage import EventStore
 
 from .conftest import MakeClient
 from .http_calls import Client, ack, append, append_ok, consume_ok, event_body, expect
 
 
-async def start(aiohttp_client: MakeClient, config: ServerConfig) -> tuple[EventStore, Client]:
+async def start(make_client: MakeClient, config: ServerConfig) -> tuple[EventStore, Client]:
     store = await EventStore.open(config.storage_config())
-    return store, await aiohttp_client(build_app(store, Authenticator(config.users_path), config))
+    return store, await make_client(build_server(store, Authenticator(config.users_path), config))
 
 
-async def test_positions_and_owner_survive_a_restart(
-    aiohttp_client: MakeClient, config: ServerConfig
-) -> None:
-    store, client = await start(aiohttp_client, config)
+async def test_positions_and_owner_survive_a_restart(make_client: MakeClient, config: ServerConfig) -> None:
+    store, client = await start(make_client, config)
     ids = [
         await append_ok(client, "orders", event_body(payload={"i": i}), producer="shop") for i in range(30)
     ]
@@ -28,7 +26,7 @@ async def test_positions_and_owner_survive_a_restart(
     await client.close()
     await store.close()
 
-    store, client = await start(aiohttp_client, config)
+    store, client = await start(make_client, config)
     try:
         events = await consume_ok(client, "orders", limit=3)
         assert [e["eventId"] for e in events] == [ids[2], ids[4], ids[5]]
