@@ -55,6 +55,8 @@ class Segment:
         self.base = base
         self.size = 0
         self.offsets = array("I")
+        # One byte per record, 1 once a read has checked its checksum (see event_views).
+        self._verified = bytearray()
         self._fd: int | None = None
         self._map: mmap.mmap | None = None  # sealed segments only
         self._sealed_files: SealedSegmentFiles | None = None  # set once sealed: reads share a bound
@@ -140,9 +142,17 @@ class Segment:
         hoisted: a consume of 100 spends most of its time here. Nearby records are read
         together (see READ_GAP, READ_SPAN). Returns the first sequence whose record fails its
         checksum (nothing more is appended), else None.
+
+        Each record's checksum is checked the first time this process serves it, not on
+        every read: the CRC and its hex form were 70% of the loop (zlib's CRC-32 costs 0.4 us
+        for 400 bytes here). Damaged bytes are never served; bytes that rot after their first
+        read are caught by the first read after a restart, or by `logserver check`.
         """
         offsets, size, base = self.offsets, self.size, self.base
         last, i = len(offsets) - 1, lo
+        verified = self._verified
+        if len(verified) < len(offsets):
+            verified.extend(bytes(len(offsets) - len(verified)))
         crc32, hex_start, crc_end, more_len = zlib.crc32, len(PREFIX), PREFIX_LEN, MORE_LEN
         final = sequences[hi - 1] - base
         final_end = offsets[final + 1] if final < last else size
@@ -168,9 +178,11 @@ class Segment:
                 line_end = (offsets[index + 1] if index < last else size) - start - 1  # before the newline
                 # Only what follows the checksum is served, and the checksum covers all of it.
                 event = data[at + crc_end : line_end]
-                stored_crc = data[at + hex_start : at + crc_end - 2]
-                if line_end - at <= crc_end + 1 or b"%08x" % crc32(event) != stored_crc:
-                    return sequence
+                if not verified[index]:
+                    stored_crc = data[at + hex_start : at + crc_end - 2]
+                    if line_end - at <= crc_end + 1 or b"%08x" % crc32(event) != stored_crc:
+                        return sequence
+                    verified[index] = 1
                 views.append(event[more_len:] if event[1] == 0x5F else event)  # '"_more"': a batch's
             i = j
         return None
@@ -182,6 +194,7 @@ class Segment:
         new_size = self.offsets[count]
         os.ftruncate(self.fd, new_size)
         del self.offsets[count:]
+        del self._verified[count:]  # a record appended at a cut index is new bytes
         self.size = new_size
 
     def fsync(self) -> None:

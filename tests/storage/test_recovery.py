@@ -184,6 +184,40 @@ async def test_bit_rot_behind_a_valid_index_is_refused_at_read_not_served(
         await store.close()
 
 
+async def test_a_record_is_checked_on_its_first_read_in_each_process(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    ids, directory = await fill(config, event, 40)
+    first = min(directory.glob("*.log"))
+    data = first.read_bytes()
+    second_record = data.index(b"\n") + 1
+    in_first, in_second = data.index(b'"payload"') + 3, data.index(b'"payload"', second_record) + 3
+
+    def flip(at: int) -> None:  # in place: the server's map of the sealed segment sees it at once
+        with first.open("r+b") as file:
+            file.seek(at)
+            byte = file.read(1)[0]
+            file.seek(at)
+            file.write(bytes([byte ^ 0x01]))
+
+    store = await EventStore.open(config)
+    try:
+        assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c", 1)] == ids[:1]
+        flip(in_second)  # not yet served: its first read checks it
+        with pytest.raises(StreamCorrupt, match="fails its checksum"):
+            await read_events(store, STREAM, "OrderPlaced", "c")
+    finally:
+        await store.close()
+    flip(in_second)
+    flip(in_first)  # served by the last process, never by the next one
+    store = await EventStore.open(config)
+    try:
+        with pytest.raises(StreamCorrupt, match="fails its checksum"):
+            await read_events(store, STREAM, "OrderPlaced", "c", 1)
+    finally:
+        await store.close()
+
+
 CRASHING_APPENDER = """
 import asyncio, os, sys
 from pathlib import Path
