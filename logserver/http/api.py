@@ -59,9 +59,12 @@ class StreamApi:
         raw = await request.read()
         stream, producer, expected, key = append_parameters(request, params)
         body = validation.event_body(raw, self._limits.max_event_name_chars)
-        event_id = await self.creating(
-            stream, lambda: self._store.append(stream, producer, body, expected, key)
-        )
+        if self._exists(stream):  # the usual case, without creating()'s closure and coroutine
+            event_id = await self._store.append(stream, producer, body, expected, key)
+        else:
+            event_id = await self.creating(
+                stream, lambda: self._store.append(stream, producer, body, expected, key)
+            )
         return json_response(orjson.dumps(event_id))
 
     async def creating(self, stream: str, append: Callable[[], Awaitable[T]]) -> T:
