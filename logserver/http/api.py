@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from logserver.storage import EventStore
 from logserver.storage.errors import StreamCorrupt, StreamNotFound
@@ -120,7 +120,10 @@ class StreamApi:
         raw = await request.read()
         stream = validation.stream_name(params["stream"])
         consumer = validation.client_id(request.headers.get("X-Consumer-ID"), "X-Consumer-ID")
-        action = validation.ack_body(raw, request.content_type)
+        header = request.headers.get(hdrs.CONTENT_TYPE)
+        # Only whether it is JSON matters: parsing a header without "json" in it can't say yes.
+        content_type = request.content_type if header and "json" in header.lower() else ""
+        action = validation.ack_body(raw, content_type)
         if action == "ACK":
             await self._store.ack(stream, consumer, params["eventID"])
         else:
