@@ -121,8 +121,10 @@ class StreamApi:
         stream = validation.stream_name(params["stream"])
         consumer = validation.client_id(request.headers.get("X-Consumer-ID"), "X-Consumer-ID")
         header = request.headers.get(hdrs.CONTENT_TYPE)
-        # Only whether it is JSON matters: parsing a header without "json" in it can't say yes.
-        content_type = request.content_type if header and "json" in header.lower() else ""
+        # Only whether it is JSON matters: the parser can't say yes to a header without "json"
+        # in it, unless in an RFC 2047 encoded word ("=?utf-8?b?...?=", which it decodes).
+        maybe_json = header and ("json" in header.lower() or "=?" in header)
+        content_type = request.content_type if maybe_json else ""
         action = validation.ack_body(raw, content_type)
         if action == "ACK":
             await self._store.ack(stream, consumer, params["eventID"])

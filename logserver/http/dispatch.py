@@ -64,7 +64,7 @@ class Dispatcher:
         params: PathParams = {}
         response: web.StreamResponse
         try:
-            if hdrs.EXPECT in request.headers and (refusal := await _expect(request)) is not None:
+            if request.headers.get(hdrs.EXPECT) and (refusal := await _expect(request)) is not None:
                 response = refusal
             else:
                 route, params = self.routes.resolve(request.method, request.rel_url.path_safe)

@@ -23,6 +23,19 @@ async def test_json_ack_body_is_accepted_too(client: Client) -> None:
     assert await consume_ok(client, "shop") == []
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "Application/JSON; charset=utf-8", "=?utf-8?b?YXBwbGljYXRpb24vanNvbg==?="],
+    ids=["plain", "cased", "RFC 2047 encoded word"],
+)
+async def test_a_form_body_declared_json_is_400(client: Client, content_type: str) -> None:
+    event_id = await append_ok(client, "shop")
+    headers = {**AUTH, "X-Consumer-ID": "consumer-1", "Content-Type": content_type}
+    response = await client.post(events_path("shop", event_id), data=b"action=ACK", headers=headers)
+    await expect(response, 400, "Bad Request - body is not valid JSON")
+    assert len(await consume_ok(client, "shop")) == 1
+
+
 async def test_form_body_without_content_type_is_accepted(client: Client) -> None:
     event_id = await append_ok(client, "shop")
     headers = {**AUTH, "X-Consumer-ID": "consumer-1"}

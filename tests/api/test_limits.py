@@ -120,6 +120,12 @@ async def test_an_unknown_expectation_is_a_json_417(listener: Listening, value: 
         )
 
 
+@pytest.mark.parametrize("value", ["", "   "], ids=["empty", "blank"])
+async def test_an_empty_expectation_is_no_expectation(listener: Listening, value: str) -> None:
+    answer, _, body = await exchange(listener, request("GET /health HTTP/1.1", f"Expect:{value}"))
+    assert (answer, orjson.loads(body)["status"]) == (200, "ok")
+
+
 async def test_100_continue_still_works(listener: Listening) -> None:
     body = orjson.dumps(event_body())
     headers = {**AUTH, "X-Producer-ID": "p", "Expect": "100-continue"}
