@@ -319,3 +319,34 @@ async def test_reads_coalesce_nearby_records_into_few_system_calls(
             assert calls <= segments + 1 < 40
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("policy", [FsyncPolicy.ALWAYS, FsyncPolicy.NEVER])
+async def test_appends_held_up_by_a_roll_all_go_on_together_when_it_ends(
+    tmp_path: Path, policy: FsyncPolicy, event: Callable[..., dict[str, Any]]
+) -> None:
+    # A roll (fsync and index in threads) holds appends back. They used to queue on a lock that
+    # let one through per event-loop iteration while new appends slipped past it: under load
+    # some waited seconds (make bench, 256 connections).
+    store = await EventStore.open(StorageConfig(tmp_path, fsync=policy, segment_bytes=65536))
+    try:
+        await store.append(STREAM, "p", event(pad="x" * 65536))  # the next append rolls first
+        log = store.stream(STREAM)
+        written: list[int] = []  # records written so far, once per event-loop iteration
+
+        async def note_each_iteration() -> None:
+            while True:
+                written.append(log.next_sequence)
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(note_each_iteration())
+        held = [asyncio.create_task(store.append(STREAM, "p", event())) for _ in range(50)]
+        await asyncio.sleep(0)
+        assert len(log.segments) == 1  # the first is rolling; the rest wait
+        await asyncio.gather(*held)
+        counter.cancel()
+        assert len(log.segments) == 2
+        first, last = written.index(written[0] + 1), written.index(written[0] + 50)
+        assert last - first <= 2, written[first : last + 1]  # not one append per iteration
+    finally:
+        await store.close()
