@@ -53,6 +53,7 @@ class StreamApi:
         self._limits = limits
         # Held around "count the streams, then create one", so racing creators can't overshoot.
         self._create_lock = asyncio.Lock()
+        self._creations: dict[str, asyncio.Future[None]] = {}  # streams being created, by name
 
     async def append(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         # Read first: an oversized body is 413 whatever else is wrong with it.
@@ -68,14 +69,31 @@ class StreamApi:
         return json_response(orjson.dumps(event_id))
 
     async def creating(self, stream: str, append: Callable[[], Awaitable[T]]) -> T:
-        """Run an append, holding the stream limit when it would create the stream."""
-        if self._exists(stream):
-            return await append()
-        async with self._create_lock:
-            if not self._exists(stream) and self._store.stream_count() >= self._limits.max_streams:
-                maximum = self._limits.max_streams
-                raise ApiError(409, f"the server already holds its maximum of {maximum} streams")
-            return await append()
+        """Run an append, holding the stream limit when it would create the stream.
+
+        Creators of different streams take turns (the lock); requests for a stream another
+        request is creating wait for that one and then append together. Queued on the lock,
+        they went on one per event-loop iteration while later requests overtook them: a pool
+        of 256 connections starting on a new stream waited up to 3 s for its first answers.
+        """
+        while not self._exists(stream):
+            pending = self._creations.get(stream)
+            if pending is None:
+                return await self._create(stream, append)
+            await asyncio.wait([pending])  # its outcome is the creator's; this one looks again
+        return await append()
+
+    async def _create(self, stream: str, append: Callable[[], Awaitable[T]]) -> T:
+        done = self._creations[stream] = asyncio.get_running_loop().create_future()
+        try:
+            async with self._create_lock:
+                if not self._exists(stream) and self._store.stream_count() >= self._limits.max_streams:
+                    maximum = self._limits.max_streams
+                    raise ApiError(409, f"the server already holds its maximum of {maximum} streams")
+                return await append()
+        finally:
+            del self._creations[stream]
+            done.set_result(None)
 
     def _exists(self, stream: str) -> bool:
         try:

@@ -16,6 +16,7 @@ import pytest
 from logserver.auth import Authenticator
 from logserver.config import ServerConfig
 from logserver.http import build_server
+from logserver.http.api import ApiLimits, StreamApi
 from logserver.storage import EventStore, FsyncPolicy
 
 from .conftest import MakeClient
@@ -132,3 +133,33 @@ async def test_reads_while_segments_roll_see_complete_events_in_order(
     assert len(store.stream("rolling").segments) > total // 4  # it really rolled, many times
     for seen in seen_by_reader:
         assert seen == list(range(1, total + 1))  # every event once, in order, none skipped
+
+
+async def test_first_appends_to_a_new_stream_go_on_together_once_it_exists(config: ServerConfig) -> None:
+    # Queued on the creation lock, they used to go on one per event-loop iteration while later
+    # appends overtook them: a pool of 256 connections waited up to 3 s for first answers.
+    store = await EventStore.open(dataclasses.replace(config, segment_bytes=1 << 26).storage_config())
+    try:
+        api = StreamApi(store, ApiLimits(max_streams=10))
+        body = event_body()
+        written: list[int] = []  # events in the stream, once per event-loop iteration
+
+        async def note_each_iteration() -> None:
+            while True:
+                written.append(store.stream("new").event_count() if store.stream_count() else 0)
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(note_each_iteration())
+        appends = [
+            asyncio.create_task(api.creating("new", lambda: store.append("new", "p", dict(body))))
+            for _ in range(50)
+        ]
+        ids = await asyncio.gather(*appends)
+        counter.cancel()
+        assert len(set(ids)) == 50
+        # The creating append waits for its fsync; the other 49 are written once it is answered.
+        first = next(i for i, count in enumerate(written) if count >= 2)
+        last = written.index(50)
+        assert last - first <= 2, written[first : last + 1]  # not one append per iteration
+    finally:
+        await store.close()
