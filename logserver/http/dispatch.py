@@ -96,11 +96,19 @@ class Dispatcher:
     ) -> web.StreamResponse:
         if route.public:
             return await route.handler(request, params)
-        user = _known_user(request, self._authenticator, self._throttle)
-        if user is None:
-            user = await _check_credential(request, self._authenticator, self._throttle)
-        if isinstance(user, web.Response):
-            return user
+        header = request.headers.get("Authorization")
+        if not header:
+            # No guess was made, so nothing is charged: this is every client's first challenge.
+            return error_response(401, headers=_CHALLENGE)
+        client = client_key(request.remote)
+        credential = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
+        user = self._authenticator.cached(credential)
+        if user is None or not self._throttle.knows(client, credential):
+            # Not known good from this address: the full check, with the throttle's bookkeeping.
+            checked = await _check_credential(self._authenticator, self._throttle, header, client, credential)
+            if isinstance(checked, web.Response):
+                return checked
+            user = checked
         if (denial := route.denial(user, params)) is not None:
             return error_response(403, denial)
         request[AUTHENTICATED_USER] = user
@@ -122,29 +130,10 @@ async def _expect(request: web.BaseRequest) -> web.Response | None:
     return None
 
 
-def _known_user(
-    request: web.BaseRequest, authenticator: Authenticator, throttle: FailedLoginThrottle
-) -> User | web.Response | None:
-    """The user of a credential already verified and known good from this address (what the full
-    check would answer, without its bookkeeping), a 401 without credentials, else None."""
-    header = request.headers.get("Authorization")
-    if not header:
-        # No guess was made, so nothing is charged: this is every client's first challenge.
-        return error_response(401, headers=_CHALLENGE)
-    credential = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
-    user = authenticator.cached(credential)
-    if user is not None and throttle.knows(client_key(request.remote), credential):
-        return user
-    return None
-
-
 async def _check_credential(
-    request: web.BaseRequest, authenticator: Authenticator, throttle: FailedLoginThrottle
+    authenticator: Authenticator, throttle: FailedLoginThrottle, header: str, client: str, credential: bytes
 ) -> User | web.Response:
-    """The full check of a credential not known good from this address: the user, or a 401/429."""
-    header = request.headers["Authorization"]
-    client = client_key(request.remote)
-    credential = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
+    """The full check of a credential (`header`'s sha256) from `client`: the user, or a 401/429."""
     try:
         admission = throttle.admit(client, credential)
     except Throttled as exc:

@@ -46,12 +46,11 @@ class ApiServer(web.Server):
         *,
         max_body_bytes: int,
         max_header_bytes: int,
-        access_log_format: str = ACCESS_LOG_FORMAT,
     ) -> None:
         super().__init__(
             dispatcher,
             access_log_class=AccessLogger,
-            access_log_format=access_log_format,
+            access_log_format=ACCESS_LOG_FORMAT,
             max_line_size=max_header_bytes,
             max_field_size=max_header_bytes,
         )

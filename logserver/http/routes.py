@@ -107,10 +107,9 @@ class RouteTable:
         segments = path.split("/")
         if segments[0]:
             raise web.HTTPNotFound()
-        node: _Node | None = self._root
+        node = self._root
         params: PathParams = {}
         for segment in segments[1:]:
-            assert node is not None
             following = node.literals.get(segment)
             if following is None and node.parameter is not None and segment and _plain(segment):
                 if "%" in segment:
@@ -120,7 +119,6 @@ class RouteTable:
             if following is None:
                 raise web.HTTPNotFound()
             node = following
-        assert node is not None
         route = node.methods.get(method)
         if route is None:
             if not node.methods:

@@ -250,12 +250,8 @@ class StreamLog:
             finally:
                 self._gate.set()
 
-    def _check_expected(self, expected_last: int | None) -> None:
-        if expected_last is not None and expected_last != self.next_sequence - 1:
-            raise SequenceMismatch(expected_last, self.next_sequence - 1)
-
     def _ready_to_write(self) -> bool:
-        """Whether `_put` may run now without the awaits `_append` does first."""
+        """Whether `_put` may run now, without `_prepare_to_write` first."""
         return (
             self._failure is None
             and self._format_id is not None
@@ -270,9 +266,10 @@ class StreamLog:
         expected_last: int | None,
         key: str | None,
     ) -> tuple[list[str], int]:
-        """Write the records (as one lock section: no await); returns their ids and the
+        """Write the records (no await: nothing else writes meanwhile); returns their ids and the
         group-commit ticket to wait for (0: nothing to wait for in this fsync mode)."""
-        self._check_expected(expected_last)
+        if expected_last is not None and expected_last != self.next_sequence - 1:
+            raise SequenceMismatch(expected_last, self.next_sequence - 1)
         assert self._format_id is not None
         first = self.next_sequence
         if first + len(bodies) - 1 > MAX_SEQUENCE:
