@@ -4,7 +4,7 @@
 
 Builds the data dir through the real engine (fsync=never to save time), then
 measures in fresh processes, each against a baseline taken in the same run:
-  * resident memory: RSS after EventStore.open of the full dir minus RSS after
+  * resident memory: RSS after FileStore.open of the full dir minus RSS after
     opening an empty dir, divided by the event count;
   * start-up: process start to the first 200 from /health of `logserver serve`,
     for the full dir and for an empty one (the baseline: interpreter + imports).
@@ -43,7 +43,7 @@ EXAMPLE = {
 MEASURE_RSS = """
 import asyncio, sys, time
 from pathlib import Path
-from logserver.storage import EventStore, FsyncPolicy, StorageConfig
+from logserver.filestore import FileStore, FsyncPolicy, StorageConfig
 
 def rss() -> int:
     for line in open("/proc/self/status"):
@@ -54,7 +54,7 @@ def rss() -> int:
 async def main() -> None:
     before = rss()
     started = time.perf_counter()
-    store = await EventStore.open(StorageConfig(Path(sys.argv[1]), fsync=FsyncPolicy.NEVER))
+    store = await FileStore.open(StorageConfig(Path(sys.argv[1]), fsync=FsyncPolicy.NEVER))
     opened = time.perf_counter() - started
     print(rss() - before, opened)
     await store.close()
@@ -64,9 +64,9 @@ asyncio.run(main())
 
 
 async def build(data_dir: Path, events: int, segment_bytes: int) -> None:
-    from logserver.storage import EventStore, FsyncPolicy, StorageConfig
+    from logserver.filestore import FileStore, FsyncPolicy, StorageConfig
 
-    store = await EventStore.open(
+    store = await FileStore.open(
         StorageConfig(data_dir, fsync=FsyncPolicy.NEVER, segment_bytes=segment_bytes)
     )
     names = [f"Event name {i}" for i in range(10)]
@@ -192,7 +192,7 @@ def main() -> None:
         print(f"{'events':<34}{args.events:>12,}")
         print(f"{'segments':<34}{result['segments']:>12}")
         print(f"{'resident bytes per event':<34}{per_event:>12.1f}   (target <= 24)")
-        print(f"{'EventStore.open, median s':<34}{result['engine_open_seconds_median']:>12.3f}")
+        print(f"{'FileStore.open, median s':<34}{result['engine_open_seconds_median']:>12.3f}")
         startup = result["startup_to_health_seconds_median"]
         print(f"{'start to /health 200, median s':<34}{startup:>12.3f}   (target <= 1)")
         print(f"{'  baseline: empty data dir, s':<34}{result['startup_empty_dir_seconds_median']:>12.3f}")

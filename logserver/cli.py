@@ -15,10 +15,10 @@ from typing import Any
 from logserver import __version__
 from logserver.auth import ACTIONS, FULL_ACCESS, Permissions, UsersFileError, add_user
 from logserver.config import SERVE_OPTIONS, ServerConfig, env_defaults, from_namespace
+from logserver.engine import EngineError
+from logserver.filestore.maintenance import backup, check_data_dir
+from logserver.filestore.store import lock_data_dir
 from logserver.server import serve
-from logserver.storage.errors import StorageError
-from logserver.storage.maintenance import backup, check_data_dir
-from logserver.storage.store import lock_data_dir
 
 
 def _options_epilog() -> str:
@@ -133,7 +133,7 @@ def _check(args: argparse.Namespace) -> int:
         if args.repair:
             lock = lock_data_dir(data_dir)
         reports = check_data_dir(data_dir, repair=args.repair)
-    except (StorageError, OSError) as exc:
+    except (EngineError, OSError) as exc:
         print(f"logserver: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -155,7 +155,7 @@ def _check(args: argparse.Namespace) -> int:
 def _backup(args: argparse.Namespace) -> int:
     try:
         copied = backup(args.data_dir, args.destination)
-    except (OSError, StorageError) as exc:
+    except (OSError, EngineError) as exc:
         print(f"logserver: {exc}", file=sys.stderr)
         return 1
     print(f"logserver: copied {copied:,} bytes of streams to {args.destination}", file=sys.stderr)
@@ -221,7 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
             runner.run(serve(config))
-    except (UsersFileError, OSError, StorageError) as exc:
+    except (UsersFileError, OSError, EngineError) as exc:
         logging.getLogger("logserver").error("cannot serve: %s", exc)
         return 1
     return 0

@@ -12,12 +12,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from logserver.storage import FsyncPolicy, StorageConfig
-from logserver.storage.names import MAX_NAME_CHARS
+from logserver.engine import MAX_NAME_CHARS, EngineLimits
+from logserver.filestore import FsyncPolicy, StorageConfig
 
 ENV_PREFIX = "LOGSERVER_"
 MIB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ENGINES = ("file",)  # logserver.server.ENGINE_OPENERS opens each
 MIN_HEADER_BYTES = 256
 
 
@@ -25,6 +26,7 @@ MIN_HEADER_BYTES = 256
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    engine: str = "file"
     data_dir: Path = Path("data")
     users_file: Path | None = None  # None means <data_dir>/users
     fsync: FsyncPolicy = FsyncPolicy.ALWAYS
@@ -55,7 +57,18 @@ class ServerConfig:
     def users_path(self) -> Path:
         return self.users_file if self.users_file is not None else self.data_dir / "users"
 
+    def engine_limits(self) -> EngineLimits:
+        """The limits every engine enforces."""
+        return EngineLimits(
+            max_streams=self.max_streams,
+            max_event_name_chars=self.max_event_name_chars,
+            max_batch=self.max_batch,
+            max_deliveries=self.max_deliveries,
+            idempotency_window_seconds=self.idempotency_window,
+        )
+
     def storage_config(self) -> StorageConfig:
+        """The file engine's settings."""
         return StorageConfig(
             data_dir=self.data_dir,
             fsync=self.fsync,
@@ -63,7 +76,7 @@ class ServerConfig:
             segment_bytes=self.segment_bytes,
             retention_max_age_seconds=self.retention_max_age,
             retention_max_bytes=self.retention_max_bytes,
-            idempotency_window_seconds=self.idempotency_window,
+            limits=self.engine_limits(),
         )
 
 
@@ -114,7 +127,7 @@ def _boolean(text: str) -> bool:
 
 
 def _event_name_chars(text: str) -> int:
-    # The storage engine's name rules stop at 255 characters; the setting may only tighten them.
+    # The API's name rules stop at 255 characters; the setting may only tighten them.
     value = _positive_int(text)
     if value > MAX_NAME_CHARS:
         raise argparse.ArgumentTypeError(f"{text!r} must be at most {MAX_NAME_CHARS}")
@@ -135,6 +148,12 @@ def _fsync_policy(text: str) -> FsyncPolicy:
     except ValueError:
         choices = ", ".join(p.value for p in FsyncPolicy)
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {choices}") from None
+
+
+def _engine(text: str) -> str:
+    if text not in ENGINES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(ENGINES)}")
+    return text
 
 
 def _log_level(text: str) -> str:
@@ -181,6 +200,7 @@ _DEFAULTS = {f.name: f.default for f in fields(ServerConfig)}
 SERVE_OPTIONS: tuple[Option, ...] = (
     Option("host", str, "address to listen on", "HOST"),
     Option("port", _port, "TCP port to listen on", "PORT"),
+    Option("engine", _engine, f"storage engine: {', '.join(ENGINES)}", "ENGINE"),
     Option("data_dir", Path, "directory holding streams, checkpoints and users", "DIR"),
     Option("users_file", Path, "users file, one name:hash line per user", "FILE", "<data-dir>/users"),
     Option("fsync", _fsync_policy, "when appends reach the disk: always, interval or never", "POLICY"),

@@ -233,13 +233,23 @@ class Engine(Protocol):
     """
 
     async def append(
-        self, stream: str, producer_id: str, body: Body, expected_last: int | None, key: str | None
+        self,
+        stream: str,
+        producer_id: str,
+        body: Body,
+        expected_last: int | None = None,
+        key: str | None = None,
     ) -> str:
         """Append one event; creates the stream on its first append. Returns the event id."""
         ...
 
     async def append_batch(
-        self, stream: str, producer_id: str, bodies: list[Body], expected_last: int | None, key: str | None
+        self,
+        stream: str,
+        producer_id: str,
+        bodies: list[Body],
+        expected_last: int | None = None,
+        key: str | None = None,
     ) -> list[str]:
         """Append all of `bodies` or none, in one durable step."""
         ...
@@ -295,7 +305,7 @@ class Engine(Protocol):
         ...
 
     async def set_retention(
-        self, stream: str, max_age_seconds: int | None, max_bytes: int | None
+        self, stream: str, max_age_seconds: float | None, max_bytes: int | None
     ) -> RetentionResult:
         """Set the stream's own retention limits (None for both: the server's) and apply them."""
         ...

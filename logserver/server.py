@@ -1,4 +1,4 @@
-"""The `serve` lifecycle: users file, store recovery, listen, and a graceful stop on a signal."""
+"""The `serve` lifecycle: users file, engine recovery, listen, and a graceful stop on a signal."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import resource
 import signal
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from logserver.auth import Authenticator, create_first_user
 from logserver.config import ServerConfig
+from logserver.engine import Engine
+from logserver.filestore import FileStore
 from logserver.http import ApiServer, build_server
-from logserver.storage import EventStore
 
 log = logging.getLogger("logserver")
 
@@ -112,9 +114,9 @@ async def serve(config: ServerConfig) -> None:
     announce_first_user(config)
     authenticator = Authenticator(config.users_path)
     # Recovery happens here, before the socket opens: a reachable /health means recovered.
-    store = await EventStore.open(config.storage_config())
+    engine = await open_engine(config)
     try:
-        server = build_server(store, authenticator, config)
+        server = build_server(engine, authenticator, config)
         settle_heap()
         runner = await start_listener(server, config, tls)
         try:
@@ -125,15 +127,29 @@ async def serve(config: ServerConfig) -> None:
                 config.port,
                 config.data_dir,
                 config.fsync.value,
-                store.stream_count(),
+                (await engine.health()).streams,
             )
             await _until_signalled()
             log.info("shutting down: finishing in-flight requests")
         finally:
             await runner.cleanup()
     finally:
-        await store.close()
+        await engine.close()
         log.info("stopped; all files closed")
+
+
+async def open_file_engine(config: ServerConfig) -> Engine:
+    """The default engine: everything in one data directory on this host."""
+    return await FileStore.open(config.storage_config())
+
+
+# --engine NAME -> how to open it (config.ENGINES lists the names).
+ENGINE_OPENERS: dict[str, Callable[[ServerConfig], Awaitable[Engine]]] = {"file": open_file_engine}
+
+
+async def open_engine(config: ServerConfig) -> Engine:
+    """The engine `--engine` names, opened (and recovered) and ready to serve."""
+    return await ENGINE_OPENERS[config.engine](config)
 
 
 async def _until_signalled() -> None:

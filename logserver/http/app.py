@@ -1,4 +1,4 @@
-"""Assemble the HTTP server from the route table, the store and the authenticator."""
+"""Assemble the HTTP server from the route table, the engine and the authenticator."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import orjson
 
 from logserver.auth import Authenticator, FailedLoginThrottle
 from logserver.config import ServerConfig
-from logserver.storage import EventStore
+from logserver.engine import Engine
 
-from .api import ApiLimits, StreamApi
+from .api import StreamApi
 from .dispatch import Dispatcher
 from .extensions import ExtensionApi
 from .metrics import RequestMetrics
@@ -18,26 +18,21 @@ from .routes import RouteTable, route_table
 
 
 def build_server(
-    store: EventStore,
+    engine: Engine,
     authenticator: Authenticator,
     config: ServerConfig,
     throttle: FailedLoginThrottle | None = None,
 ) -> ApiServer:
-    """The server for an already-open store; the caller closes the store after the server stops.
+    """The server for an already-open engine; the caller closes the engine after the server stops.
 
     Call it with the event loop running. `throttle` defaults to one built from the config;
     tests pass one with their own clock.
     """
-    limits = ApiLimits(
-        config.max_limit, config.max_event_name_chars, config.max_streams, config.max_deliveries
-    )
-    api = StreamApi(store, limits)
+    api = StreamApi(engine, config.max_limit)
     metrics = RequestMetrics()
     document = orjson.dumps(openapi_document(config.max_limit, config.max_batch))
-    more = ExtensionApi(
-        store, api, config.max_limit, config.max_batch, config.max_event_name_chars, document, metrics
-    )
-    routes = RouteTable(route_table(api, more, config.public_metrics))
+    extensions = ExtensionApi(engine, config.max_limit, config.max_batch, document, metrics)
+    routes = RouteTable(route_table(api, extensions, config.public_metrics))
     if throttle is None:
         throttle = FailedLoginThrottle(config.auth_failures_per_minute)
     dispatcher = Dispatcher(routes, authenticator, throttle, metrics, config.max_body_bytes)

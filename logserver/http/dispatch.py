@@ -12,13 +12,16 @@ from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 
 from logserver.auth import Authenticator, FailedLoginThrottle, Throttled, User, client_key
-from logserver.storage.errors import (
+from logserver.engine import (
+    EngineError,
+    EngineUnavailable,
     EventNotFound,
     InvalidName,
+    InvalidRequest,
     SequenceMismatch,
-    StorageError,
     StorageFull,
     StreamCorrupt,
+    StreamLimitReached,
     StreamLocked,
     StreamNotFound,
 )
@@ -71,8 +74,8 @@ class Dispatcher:
                 response = await self._authorized(request, route, params)
         except ApiError as exc:
             response = error_response(exc.status, exc.detail)
-        except StorageError as exc:
-            response = _storage_error(request, params, exc)
+        except EngineError as exc:
+            response = _engine_error(request, params, exc)
         except web.HTTPException as exc:
             response = _http_exception(exc, self._max_body_bytes)
         except ConnectionResetError:
@@ -153,7 +156,8 @@ async def _check_credential(
     return user
 
 
-def _storage_error(request: web.BaseRequest, params: PathParams, exc: StorageError) -> web.Response:
+def _engine_error(request: web.BaseRequest, params: PathParams, exc: EngineError) -> web.Response:
+    """The status and body of each engine error (logserver.engine)."""
     stream = params.get("stream", "")
     if isinstance(exc, StreamNotFound):
         return error_response(404, f"stream '{stream}' does not exist")
@@ -164,8 +168,10 @@ def _storage_error(request: web.BaseRequest, params: PathParams, exc: StorageErr
         return error_response(409, str(exc), headers={"X-Current-Sequence": str(exc.current)})
     if isinstance(exc, StreamLocked):
         return error_response(423, "Second writers not allowed")
-    if isinstance(exc, InvalidName):
+    if isinstance(exc, InvalidName | InvalidRequest):
         return error_response(400, str(exc))
+    if isinstance(exc, StreamLimitReached):
+        return error_response(409, str(exc))
     if isinstance(exc, StreamCorrupt):
         # The engine's detail names files: log it for the operator, tell the client what it means.
         log.error("stream %r refused: %s", stream, exc)
@@ -173,6 +179,9 @@ def _storage_error(request: web.BaseRequest, params: PathParams, exc: StorageErr
     if isinstance(exc, StorageFull):
         log.error("disk full: %s", exc)
         return error_response(507, "the disk is full")
+    if isinstance(exc, EngineUnavailable):
+        log.error("engine unavailable: %s", exc)
+        return error_response(503, "the storage engine is unavailable; retry later")
     return _internal_error(request)
 
 

@@ -1,5 +1,5 @@
 """GET /metrics in the Prometheus text format: request counters and latency histograms per
-route, plus the storage engine's state read at scrape time (nothing is sampled in between)."""
+route, plus the engine's figures read at scrape time (nothing is sampled in between)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable
 
-from logserver.storage import EventStore
-from logserver.storage.errors import StorageError
-from logserver.storage.stream_log import StreamLog
+from logserver.engine import StreamFigures
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -51,6 +49,8 @@ def _family(emit: Emit, name: str, kind: str, help_text: str) -> None:
 
 
 class RequestMetrics:
+    """Request counts and latency histograms by route template. Event-loop only."""
+
     def __init__(self) -> None:
         self.requests: defaultdict[tuple[str, str, int], int] = defaultdict(int)
         self.latency: defaultdict[tuple[str, str], list[int]] = defaultdict(
@@ -65,7 +65,7 @@ class RequestMetrics:
         self.latency[key][bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         self.latency_sum[key] += elapsed
 
-    def render(self, store: EventStore) -> bytes:
+    def render(self, figures: list[StreamFigures]) -> bytes:
         lines: list[str] = []
         emit = lines.append
         _family(emit, "logserver_http_requests_total", "counter", "Requests by route, method and status.")
@@ -83,38 +83,21 @@ class RequestMetrics:
             common = labels(route=route, method=method)
             emit(f"logserver_http_request_seconds_sum{common} {self.latency_sum[(route, method)]}")
             emit(f"logserver_http_request_seconds_count{common} {cumulative}")
-        render_storage(store, emit)
+        render_engine(figures, emit)
         _family(emit, "logserver_open_files", "gauge", "File descriptors the process holds.")
         emit(f"logserver_open_files {len(os.listdir('/proc/self/fd'))}")
         return ("\n".join(lines) + "\n").encode()
 
 
-def render_storage(store: EventStore, emit: Emit) -> None:
-    streams: list[StreamLog] = []
-    for name in store.stream_names():
-        try:
-            streams.append(store.stream(name))
-        except StorageError:
-            continue  # damaged streams are listed by /api/v1/streams, not measured
-    gauges: list[tuple[str, str, Callable[[StreamLog], float]]] = [
-        ("logserver_stream_last_sequence", "Last readable sequence.", lambda s: s.visible_end - 1),
-        (
-            "logserver_stream_events",
-            "Events stored (after retention).",
-            lambda s: s.visible_end - s.first_sequence,
-        ),
-        (
-            "logserver_stream_bytes",
-            "Bytes of the segments on disk.",
-            lambda s: sum(g.size for g in s.segments),
-        ),
+def render_engine(streams: list[StreamFigures], emit: Emit) -> None:
+    """The engine's figures per stream (damaged streams are listed by /api/v1/streams instead)."""
+    gauges: list[tuple[str, str, Callable[[StreamFigures], float]]] = [
+        ("logserver_stream_last_sequence", "Last readable sequence.", lambda s: s.last_sequence),
+        ("logserver_stream_events", "Events stored (after retention).", lambda s: s.events),
+        ("logserver_stream_bytes", "Bytes of the segments on disk.", lambda s: s.bytes),
         ("logserver_stream_waiting_readers", "Long-poll requests waiting.", lambda s: s.waiting_readers),
-        ("logserver_fsyncs_total", "Group-commit fsyncs of appends.", lambda s: s.append_commit.flushes),
-        (
-            "logserver_fsync_seconds_total",
-            "Time spent in those fsyncs.",
-            lambda s: s.append_commit.flush_seconds,
-        ),
+        ("logserver_fsyncs_total", "Group-commit fsyncs of appends.", lambda s: s.appends.flushes),
+        ("logserver_fsync_seconds_total", "Time spent in those fsyncs.", lambda s: s.appends.seconds),
     ]
     for metric, help_text, value in gauges:
         _family(emit, metric, "counter" if metric.endswith("_total") else "gauge", help_text)
@@ -122,13 +105,13 @@ def render_storage(store: EventStore, emit: Emit) -> None:
             emit(f"{metric}{labels(stream=s.name)} {value(s)}")
     _family(emit, "logserver_group_commit_batch_size", "histogram", "Appends covered by one fsync.")
     for s in streams:
-        commit = s.append_commit
+        commit = s.appends
         for bound, n in commit.batch_sizes.items():
             emit(f"logserver_group_commit_batch_size_bucket{labels(stream=s.name, le=_bound(bound))} {n}")
         emit(f"logserver_group_commit_batch_size_count{labels(stream=s.name)} {commit.flushes}")
-        emit(f"logserver_group_commit_batch_size_sum{labels(stream=s.name)} {commit.completed}")
+        emit(f"logserver_group_commit_batch_size_sum{labels(stream=s.name)} {commit.requests}")
     _family(emit, "logserver_consumer_behind", "gauge", "Events of that name not yet acknowledged.")
     for s in streams:
-        for row in s.consumer_lag():
+        for row in s.consumers:
             tags = labels(stream=s.name, consumer=row["consumer"], event_name=row["eventName"])
             emit(f"logserver_consumer_behind{tags} {row['behind']}")

@@ -1,4 +1,8 @@
-"""Request validation (SPEC §1.1-1.3): each check raises a 400 naming the first bad field."""
+"""Request validation (SPEC §1.1-1.3): each check raises a 400 naming the first bad field.
+
+Only the HTTP shape is checked here (headers, query, body syntax and field types); the name
+rules are the engine's (`logserver.engine.check_name`), which it applies once.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,9 @@ from typing import Any
 
 import orjson
 
-from logserver.storage.errors import InvalidName
-from logserver.storage.names import check_name, check_stream_name
-
 from .responses import bad_request
 
 MAX_CLIENT_ID_CHARS = 256
-MAX_EVENT_NAME_CHARS = 255
 DEFAULT_LIMIT = 10
 # 10 digits hold any sane limit and keep int() away from pathological inputs.
 _MAX_LIMIT_DIGITS = 10
@@ -31,14 +31,6 @@ _TIME = re.compile(
 )
 
 
-def stream_name(value: str) -> str:
-    try:
-        check_stream_name(value)
-    except InvalidName as exc:
-        raise bad_request(str(exc)) from None
-    return value
-
-
 def client_id(value: str | None, header: str) -> str:
     """X-Producer-ID / X-Consumer-ID: 1-256 printable characters."""
     if not value:
@@ -48,15 +40,10 @@ def client_id(value: str | None, header: str) -> str:
     return value
 
 
-def event_name(value: str | None, field: str, max_chars: int = MAX_EVENT_NAME_CHARS) -> str:
+def event_name(value: object, field: str) -> str:
+    """An event name's shape: a non-empty string (the engine checks the name rules)."""
     if not isinstance(value, str) or not value:
         raise bad_request(f"{field} must be a non-empty string")
-    if len(value) > max_chars:
-        raise bad_request(f"{field} must be 1 to {max_chars} characters")
-    try:
-        check_name(value, field)
-    except InvalidName as exc:
-        raise bad_request(str(exc)) from None
     return value
 
 
@@ -70,16 +57,16 @@ def limit(value: str | None, maximum: int) -> int:
     raise bad_request(f"limit must be an integer between 1 and {maximum}")
 
 
-def event_body(raw: bytes, max_name_chars: int = MAX_EVENT_NAME_CHARS) -> dict[str, Any]:
+def event_body(raw: bytes) -> dict[str, Any]:
     """Parse and check one append body (see `event_fields`)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise bad_request("body is not valid JSON") from None
-    return event_fields(body, max_name_chars)
+    return event_fields(body)
 
 
-def event_fields(body: Any, max_name_chars: int = MAX_EVENT_NAME_CHARS, where: str = "") -> dict[str, Any]:
+def event_fields(body: Any, where: str = "") -> dict[str, Any]:
     """The append body as stored: unknown top-level keys kept, `payload` defaulting to {}.
 
     `where` prefixes the field names of errors ("events[3]" in a batch).
@@ -91,7 +78,7 @@ def event_fields(body: Any, max_name_chars: int = MAX_EVENT_NAME_CHARS, where: s
     event = body.get("event")
     if not isinstance(event, dict):
         raise bad_request(f"{at}event must be an object")
-    event_name(event.get("name"), f"{at}event.name", max_name_chars)
+    event_name(event.get("name"), f"{at}event.name")
     version = event.get("version")
     if type(version) is not int or version < 1:  # bool is an int subclass: reject it too
         raise bad_request(f"{at}event.version must be an integer >= 1")

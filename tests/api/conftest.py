@@ -1,7 +1,9 @@
-"""Fixtures: the real app on a real socket over a real EventStore in tmp_path."""
+"""Fixtures: the real app on a real socket over a real FileStore in tmp_path."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,10 @@ from aiohttp.test_utils import BaseTestServer
 
 from logserver.auth import Authenticator, hash_password
 from logserver.config import ServerConfig
+from logserver.engine import Engine
+from logserver.filestore import FileStore
 from logserver.http import ApiServer, build_server
-from logserver.storage import EventStore
+from logserver.server import open_engine
 
 from .http_calls import MAX_BODY_BYTES, MAX_LIMIT, PASSWORD, USER, Client
 
@@ -51,10 +55,24 @@ def config(tmp_path: Path, users_text: str) -> ServerConfig:
 
 
 @pytest.fixture
-async def store(config: ServerConfig) -> AsyncIterator[EventStore]:
-    opened = await EventStore.open(config.storage_config())
+def engine_name() -> str:
+    """The engine the API tests run against: LOGSERVER_TEST_ENGINE, the file engine by default."""
+    return os.environ.get("LOGSERVER_TEST_ENGINE", "file")
+
+
+@pytest.fixture
+async def engine(config: ServerConfig, engine_name: str) -> AsyncIterator[Engine]:
+    opened = await open_engine(dataclasses.replace(config, engine=engine_name))
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+def store(engine: Engine) -> FileStore:
+    """The engine, for tests that also look into the file engine's state."""
+    if not isinstance(engine, FileStore):
+        pytest.skip("this test looks into the file engine")
+    return engine
 
 
 @pytest.fixture
@@ -68,8 +86,8 @@ def make_client(aiohttp_client: Callable[..., Awaitable[Client]]) -> MakeClient:
 
 
 @pytest.fixture
-async def server(store: EventStore, config: ServerConfig) -> ApiServer:
-    return build_server(store, Authenticator(config.users_path), config)
+async def server(engine: Engine, config: ServerConfig) -> ApiServer:
+    return build_server(engine, Authenticator(config.users_path), config)
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from logserver.auth import Authenticator, FailedLoginThrottle
 from logserver.config import ServerConfig
+from logserver.filestore import FileStore
 from logserver.http import build_server
 from logserver.server import start_listener
-from logserver.storage import EventStore
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Listening:
 
 @asynccontextmanager
 async def listening(
-    store: EventStore,
+    store: FileStore,
     config: ServerConfig,
     throttle: FailedLoginThrottle | None = None,
     tls: ssl.SSLContext | None = None,

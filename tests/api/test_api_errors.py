@@ -9,9 +9,9 @@ import pytest
 
 from logserver.auth import Authenticator
 from logserver.config import ServerConfig
+from logserver.engine import StorageFull, StorageIOError
+from logserver.filestore import FileStore
 from logserver.http import build_server
-from logserver.storage import EventStore
-from logserver.storage.errors import StorageFull, StorageIOError
 
 from .conftest import MakeClient
 from .http_calls import AUTH, Client, append, append_ok, consume, event_body, events_path, expect
@@ -55,13 +55,13 @@ async def test_health_reports_ok_and_the_stream_count(client: Client) -> None:
 
 
 async def test_unexpected_exception_is_500_with_a_reference_that_is_in_the_log(
-    client: Client, store: EventStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    client: Client, store: FileStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def explode(*args: object) -> bytes:
         raise RuntimeError("secret internals")
 
     await append_ok(client, "s")
-    monkeypatch.setattr(store.stream("s"), "read", explode)
+    monkeypatch.setattr(store.stream("s").consumers, "read", explode)
     with caplog.at_level(logging.ERROR, logger="logserver.http"):
         message = await expect(await consume(client, "s"), 500)
     match = re.fullmatch(r"Internal Server Error - ([0-9a-f]{16})", message)
@@ -80,7 +80,7 @@ async def test_unexpected_exception_is_500_with_a_reference_that_is_in_the_log(
 )
 async def test_storage_failures_map_to_their_status(
     client: Client,
-    store: EventStore,
+    store: FileStore,
     monkeypatch: pytest.MonkeyPatch,
     error: Exception,
     status: int,
@@ -100,7 +100,7 @@ async def test_storage_failures_map_to_their_status(
 
 
 async def test_stream_damaged_before_its_tail_is_503(make_client: MakeClient, config: ServerConfig) -> None:
-    store = await EventStore.open(config.storage_config())
+    store = await FileStore.open(config.storage_config())
     client = await make_client(build_server(store, Authenticator(config.users_path), config))
     for i in range(40):  # several 4 KiB segments
         await append_ok(client, "ledger", event_body(payload={"i": i, "pad": "x" * 100}))
@@ -115,7 +115,7 @@ async def test_stream_damaged_before_its_tail_is_503(make_client: MakeClient, co
     # Sealed segments are trusted through their persisted index; without it recovery rescans.
     first_segment.with_suffix(".idx").unlink()
 
-    store = await EventStore.open(config.storage_config())
+    store = await FileStore.open(config.storage_config())
     try:
         client = await make_client(build_server(store, Authenticator(config.users_path), config))
         message = await expect(await consume(client, "ledger"), 503)

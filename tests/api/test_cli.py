@@ -12,7 +12,7 @@ import pytest
 from logserver.auth import read_users, verify_password
 from logserver.cli import build_parser, main
 from logserver.config import SERVE_OPTIONS, ServerConfig, env_defaults, from_namespace
-from logserver.storage import FsyncPolicy
+from logserver.filestore import FsyncPolicy
 
 
 def serve_config(argv: list[str], environ: dict[str, str]) -> ServerConfig:
@@ -40,6 +40,7 @@ def test_every_option_can_come_from_the_environment() -> None:
     environ = {
         "LOGSERVER_HOST": "0.0.0.0",
         "LOGSERVER_PORT": "1234",
+        "LOGSERVER_ENGINE": "file",
         "LOGSERVER_DATA_DIR": "d",
         "LOGSERVER_USERS_FILE": "u",
         "LOGSERVER_FSYNC": "never",
@@ -65,6 +66,7 @@ def test_every_option_can_come_from_the_environment() -> None:
     assert serve_config([], environ) == ServerConfig(
         host="0.0.0.0",
         port=1234,
+        engine="file",
         data_dir=Path("d"),
         users_file=Path("u"),
         fsync=FsyncPolicy.NEVER,

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from logserver.config import ServerConfig
-from logserver.storage import EventStore
+from logserver.filestore import FileStore
 
 from .http_calls import AUTH, JSON_CONTENT_TYPE, Client, append, append_ok, event_body, events_path, expect
 from .live import Listening, listening
@@ -35,7 +35,7 @@ def config(config: ServerConfig) -> ServerConfig:
 
 
 @pytest.fixture
-async def listener(store: EventStore, config: ServerConfig) -> AsyncIterator[Listening]:
+async def listener(store: FileStore, config: ServerConfig) -> AsyncIterator[Listening]:
     async with listening(store, config) as listener:
         yield listener
 

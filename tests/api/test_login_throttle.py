@@ -13,8 +13,8 @@ import pytest
 from logserver import auth
 from logserver.auth import Authenticator, FailedLoginThrottle, client_key
 from logserver.config import ServerConfig
+from logserver.filestore import FileStore
 from logserver.http import ApiServer, build_server
-from logserver.storage import EventStore
 
 from .conftest import MakeClient
 from .http_calls import AUTH, PASSWORD, USER, Client, events_path, expect
@@ -60,7 +60,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def server(store: EventStore, config: ServerConfig, clock: ManualClock) -> ApiServer:
+async def server(store: FileStore, config: ServerConfig, clock: ManualClock) -> ApiServer:
     throttle = FailedLoginThrottle(FAILURES_PER_MINUTE, clock=clock)
     return build_server(store, Authenticator(config.users_path), config, throttle)
 
@@ -162,7 +162,7 @@ async def test_a_replaced_password_is_charged_once_it_fails(
 
 
 async def test_zero_turns_the_throttle_off(
-    make_client: MakeClient, store: EventStore, config: ServerConfig
+    make_client: MakeClient, store: FileStore, config: ServerConfig
 ) -> None:
     client = await make_client(
         build_server(store, Authenticator(config.users_path), config, FailedLoginThrottle(0))

@@ -15,9 +15,8 @@ import pytest
 
 from logserver.auth import Authenticator
 from logserver.config import ServerConfig
+from logserver.filestore import FileStore, FsyncPolicy
 from logserver.http import build_server
-from logserver.http.api import ApiLimits, StreamApi
-from logserver.storage import EventStore, FsyncPolicy
 
 from .conftest import MakeClient
 from .http_calls import Client, ack, append_ok, consume_ok, event_body, expect
@@ -40,7 +39,7 @@ def check_complete(event: dict[str, Any], stream: str) -> None:
 
 
 async def test_concurrent_acks_from_one_consumer_are_all_applied(
-    client: Client, store: EventStore, config: ServerConfig, make_client: MakeClient
+    client: Client, store: FileStore, config: ServerConfig, make_client: MakeClient
 ) -> None:
     ids: dict[str, list[str]] = {name: [] for name in NAMES}
     for i in range(120):
@@ -61,22 +60,22 @@ async def test_concurrent_acks_from_one_consumer_are_all_applied(
     assert [e["eventId"] for e in remaining] == ids["OrderPlaced"][20:23]
     assert await consume_ok(client, "orders", "OrderPaid", consumer="acker") == []
     stream = store.stream("orders")
-    placed = stream.checkpoint.get("acker", "OrderPlaced")
-    paid = stream.checkpoint.get("acker", "OrderPaid")
+    placed = stream.consumers.checkpoint.get("acker", "OrderPlaced")
+    paid = stream.consumers.checkpoint.get("acker", "OrderPaid")
     assert placed is not None and paid is not None
-    assert placed.position == stream.resolve(ids["OrderPlaced"][19])  # up to the first one held back
+    assert placed.position == stream.log.resolve(ids["OrderPlaced"][19])  # up to the first one held back
     assert len(placed.acked) == 60 - 23  # acknowledged beyond the gap, kept individually
-    assert (paid.position, paid.acked) == (stream.resolve(ids["OrderPaid"][-1]), set())
+    assert (paid.position, paid.acked) == (stream.log.resolve(ids["OrderPaid"][-1]), set())
 
     # The held-back acks, concurrently too: the position closes the gap and runs to the end.
     responses = await asyncio.gather(*(ack(client, "orders", i, consumer="acker") for i in held_back))
     for response in responses:
         await expect(response, 200, "OK")
-    assert (placed.position, placed.acked) == (stream.resolve(ids["OrderPlaced"][-1]), set())
+    assert (placed.position, placed.acked) == (stream.log.resolve(ids["OrderPlaced"][-1]), set())
 
     await client.close()
     await store.close()  # and the same after a restart: every ack was persisted
-    reopened = await EventStore.open(config.storage_config())
+    reopened = await FileStore.open(config.storage_config())
     try:
         again = await make_client(build_server(reopened, Authenticator(config.users_path), config))
         for name in NAMES:
@@ -93,7 +92,7 @@ def config(config: ServerConfig, request: pytest.FixtureRequest) -> ServerConfig
 
 
 async def test_reads_while_segments_roll_see_complete_events_in_order(
-    client: Client, store: EventStore
+    client: Client, store: FileStore
 ) -> None:
     writers, per_writer, readers = 4, 40, 6
     total = writers * per_writer
@@ -130,7 +129,7 @@ async def test_reads_while_segments_roll_see_complete_events_in_order(
     reading = [asyncio.ensure_future(read(r)) for r in range(readers)]
     await asyncio.gather(*(write(w) for w in range(writers)))
     seen_by_reader = await asyncio.gather(*reading)
-    assert len(store.stream("rolling").segments) > total // 4  # it really rolled, many times
+    assert len(store.stream("rolling").log.segments) > total // 4  # it really rolled, many times
     for seen in seen_by_reader:
         assert seen == list(range(1, total + 1))  # every event once, in order, none skipped
 
@@ -138,22 +137,19 @@ async def test_reads_while_segments_roll_see_complete_events_in_order(
 async def test_first_appends_to_a_new_stream_go_on_together_once_it_exists(config: ServerConfig) -> None:
     # Queued on the creation lock, they used to go on one per event-loop iteration while later
     # appends overtook them: a pool of 256 connections waited up to 3 s for first answers.
-    store = await EventStore.open(dataclasses.replace(config, segment_bytes=1 << 26).storage_config())
+    store = await FileStore.open(dataclasses.replace(config, segment_bytes=1 << 26).storage_config())
     try:
-        api = StreamApi(store, ApiLimits(max_streams=10))
         body = event_body()
         written: list[int] = []  # events in the stream, once per event-loop iteration
 
         async def note_each_iteration() -> None:
             while True:
-                written.append(store.stream("new").event_count() if store.stream_count() else 0)
+                exists = (await store.health()).streams
+                written.append(store.stream("new").log.next_sequence - 1 if exists else 0)
                 await asyncio.sleep(0)
 
         counter = asyncio.create_task(note_each_iteration())
-        appends = [
-            asyncio.create_task(api.creating("new", lambda: store.append("new", "p", dict(body))))
-            for _ in range(50)
-        ]
+        appends = [asyncio.create_task(store.append("new", "p", dict(body))) for _ in range(50)]
         ids = await asyncio.gather(*appends)
         counter.cancel()
         assert len(set(ids)) == 50

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from logserver.auth import Authenticator
 from logserver.config import ServerConfig
+from logserver.filestore import FileStore
 from logserver.http import build_server
-from logserver.storage import EventStore
 
 from .conftest import MakeClient
 from .http_calls import Client, ack, append, append_ok, consume_ok, event_body, expect
 
 
-async def start(make_client: MakeClient, config: ServerConfig) -> tuple[EventStore, Client]:
-    store = await EventStore.open(config.storage_config())
+async def start(make_client: MakeClient, config: ServerConfig) -> tuple[FileStore, Client]:
+    store = await FileStore.open(config.storage_config())
     return store, await make_client(build_server(store, Authenticator(config.users_path), config))
 
 

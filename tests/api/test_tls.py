@@ -22,8 +22,8 @@ import pytest
 
 from logserver.auth import hash_password
 from logserver.config import ServerConfig
+from logserver.filestore import FileStore
 from logserver.server import tls_context
-from logserver.storage import EventStore
 
 from .http_calls import AUTH, PASSWORD, USER
 from .live import listening
@@ -62,8 +62,8 @@ def config(tmp_path: Path, certificate: tuple[Path, Path]) -> ServerConfig:
 
 
 @pytest.fixture
-async def store(config: ServerConfig) -> AsyncIterator[EventStore]:
-    opened = await EventStore.open(config.storage_config())
+async def store(config: ServerConfig) -> AsyncIterator[FileStore]:
+    opened = await FileStore.open(config.storage_config())
     yield opened
     await opened.close()
 
@@ -73,7 +73,7 @@ def trusting(cert: Path) -> ssl.SSLContext:
 
 
 async def test_the_api_over_tls(
-    store: EventStore, config: ServerConfig, certificate: tuple[Path, Path]
+    store: FileStore, config: ServerConfig, certificate: tuple[Path, Path]
 ) -> None:
     async with listening(store, config, tls=tls_context(config)) as server:
         assert server.url.startswith("https://")
@@ -93,7 +93,7 @@ async def test_the_api_over_tls(
 
 
 async def test_plain_http_and_untrusted_clients_get_nowhere(
-    store: EventStore, config: ServerConfig, tmp_path: Path
+    store: FileStore, config: ServerConfig, tmp_path: Path
 ) -> None:
     other_cert, _ = make_certificate(tmp_path, "other")
     async with listening(store, config, tls=tls_context(config)) as server:

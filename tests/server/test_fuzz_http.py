@@ -34,8 +34,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logserver.storage import EventStore, StorageConfig
-from logserver.storage.errors import EventNotFound
+from logserver.engine import EventNotFound
+from logserver.filestore import FileStore, StorageConfig
 
 from .conftest import AUTH, USER, ServerProcess
 
@@ -559,14 +559,14 @@ async def run_fuzzing(
 
 async def verify_appended(data_dir: Path, findings: Findings) -> None:
     """Every id answered 200 is stored, under that id (ids name their stream only by an epoch prefix)."""
-    store = await EventStore.open(StorageConfig(data_dir))
+    store = await FileStore.open(StorageConfig(data_dir))
     try:
-        streams = [store.stream(name) for name in store.stream_names()]
+        names = [info["name"] for info in await store.list_streams()]
         for event_id in findings.appended:
             found = []
-            for stream in streams:
+            for name in names:
                 with contextlib.suppress(EventNotFound):
-                    found.append(orjson.loads(stream.read_line(stream.resolve(event_id)))["eventId"])
+                    found.append(orjson.loads(await store.get_event(name, event_id))["eventId"])
             assert found == [event_id], f"{event_id} answered 200 but stored {len(found)} times"
     finally:
         await store.close()

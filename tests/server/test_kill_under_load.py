@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 import pytest
 
-from logserver.storage import EventStore, StorageConfig
+from logserver.filestore import FileStore, StorageConfig
 
 from .conftest import AUTH, ServerProcess
 
@@ -97,12 +97,14 @@ async def run_until_killed(server: ServerProcess, seconds: float) -> History:
 
 
 async def verify(data_dir: Path, history: History) -> int:
-    store = await EventStore.open(StorageConfig(data_dir))
+    store = await FileStore.open(StorageConfig(data_dir))
     try:
         total = 0
         for (stream_name, _), answered in history.appended.items():
             stream = store.stream(stream_name)
-            stored = [orjson.loads(stream.read_line(s))["eventId"] for s in range(1, stream.next_sequence)]
+            stored = [
+                orjson.loads(stream.log.read_line(s))["eventId"] for s in range(1, stream.log.next_sequence)
+            ]
             assert len(stored) == len(set(stored)), "an event is stored twice"
             position = {event_id: i for i, event_id in enumerate(stored)}
             missing = [i for i in answered if i not in position]
@@ -111,9 +113,9 @@ async def verify(data_dir: Path, history: History) -> int:
             total += len(answered)
         for (stream_name, name), acked in history.acked.items():
             stream = store.stream(stream_name)
-            entry = stream.checkpoint.get("acker", name)
+            entry = stream.consumers.checkpoint.get("acker", name)
             for event_id in acked:
-                sequence = stream.resolve(event_id)
+                sequence = stream.log.resolve(event_id)
                 assert entry is not None and (sequence <= entry.position or sequence in entry.acked)
         return total
     finally:
