@@ -132,6 +132,7 @@ async def serve(config: ServerConfig) -> None:
             await _until_signalled()
             log.info("shutting down: finishing in-flight requests")
         finally:
+            server.stop_streaming()
             await runner.cleanup()
     finally:
         await engine.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from logserver.auth import Authenticator, FailedLoginThrottle
@@ -31,11 +33,15 @@ def build_server(
     api = StreamApi(engine, config.max_limit)
     metrics = RequestMetrics()
     document = orjson.dumps(openapi_document(config.max_limit, config.max_batch))
-    extensions = ExtensionApi(engine, config.max_limit, config.max_batch, document, metrics)
+    stopping = asyncio.Event()
+    extensions = ExtensionApi(engine, config.max_limit, config.max_batch, document, metrics, stopping)
     routes = RouteTable(route_table(api, extensions, config.public_metrics))
     if throttle is None:
         throttle = FailedLoginThrottle(config.auth_failures_per_minute)
     dispatcher = Dispatcher(routes, authenticator, throttle, metrics, config.max_body_bytes)
     return ApiServer(
-        dispatcher, max_body_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes
+        dispatcher,
+        stopping,
+        max_body_bytes=config.max_body_bytes,
+        max_header_bytes=config.max_header_bytes,
     )

@@ -1,5 +1,6 @@
 """Routes beyond SPEC v1 (documented in the README and /api/v1/openapi.json): batch append,
-stream and consumer listings, seek, single-event look-up, history, retention, metrics.
+batch ack, stream and consumer listings, seek, single-event look-up, history and its live
+follow, retention, metrics.
 
 Each handler checks the request's HTTP shape, makes one engine call, answers; the SPEC v1
 routes keep their exact meaning (long-poll `wait`, leases `ackWait`, NACK and the append
@@ -8,6 +9,7 @@ headers extend those handlers).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -18,23 +20,34 @@ from logserver.engine import MAX_SEQUENCE, Bound, Engine, HistoryQuery
 
 from . import validation
 from .api import append_parameters
+from .follow import Follower, wants_event_stream
 from .metrics import RequestMetrics
 from .request_user import request_user
 from .responses import bad_request, json_response
 from .routes import PathParams
+
+MAX_HEARTBEAT_SECONDS = 60.0
+DEFAULT_HEARTBEAT = "15"
 
 
 class ExtensionApi:
     """The extension handlers, bound to one engine."""
 
     def __init__(
-        self, engine: Engine, max_limit: int, max_batch: int, openapi: bytes, metrics: RequestMetrics
+        self,
+        engine: Engine,
+        max_limit: int,
+        max_batch: int,
+        openapi: bytes,
+        metrics: RequestMetrics,
+        stopping: asyncio.Event,
     ) -> None:
         self._engine = engine
         self._max_limit = max_limit
         self._max_batch = max_batch
         self._openapi = openapi
         self._metrics = metrics
+        self._stopping = stopping  # set when the server stops: live follows end
 
     async def append_batch(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         """POST …/events:batch with a JSON array of events: all appended, or none."""
@@ -50,6 +63,24 @@ class ExtensionApi:
             validation.event_fields(body, where=f"events[{index}]")
         ids = await self._engine.append_batch(stream, producer, events, expected, key)
         return json_response(orjson.dumps(ids))
+
+    async def ack_many(self, request: web.BaseRequest, params: PathParams) -> web.Response:
+        """POST …/events:ack {"eventIds": [...]}: acknowledge them all in one durable write."""
+        raw = await request.read()
+        consumer = validation.client_id(request.headers.get("X-Consumer-ID"), "X-Consumer-ID")
+        ids = _json_object(raw).get("eventIds")
+        if (
+            not isinstance(ids, list)
+            or not 1 <= len(ids) <= self._max_batch
+            or not all(isinstance(event_id, str) for event_id in ids)
+        ):
+            raise bad_request(f"eventIds must be an array of 1 to {self._max_batch} event ids")
+        found = await self._engine.ack_many(params["stream"], consumer, ids)
+        results = [
+            {"eventId": event_id, "status": "OK" if ok else "Not Found"}
+            for event_id, ok in zip(ids, found, strict=True)
+        ]
+        return json_response(orjson.dumps({"results": results}))
 
     async def list_streams(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         # Only streams the user may use: the listing must not reveal what a 403 hides.
@@ -88,11 +119,22 @@ class ExtensionApi:
     async def get_event(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         return json_response(await self._engine.get_event(params["stream"], params["eventID"]))
 
-    async def history(self, request: web.BaseRequest, params: PathParams) -> web.Response:
+    async def history(self, request: web.BaseRequest, params: PathParams) -> web.StreamResponse:
         """GET …/history?fromSequence=|fromTime=&toSequence=|toTime=&eventName=&limit= — a page
-        of stored events that moves no consumer; `X-Next-Sequence` says where the next page starts."""
+        of stored events that moves no consumer; `X-Next-Sequence` says where the next page starts.
+
+        With `follow=true` and `Accept: text/event-stream`: the page, then every new event (SSE).
+        """
         query = request.query
-        if "fromTime" in query:
+        follow = query.get("follow", "false")
+        if follow not in ("true", "false"):
+            raise bad_request("follow must be true or false")
+        if follow == "true" and not wants_event_stream(request):
+            raise bad_request("follow=true needs Accept: text/event-stream")
+        resume = request.headers.get("Last-Event-ID") if follow == "true" else None
+        if resume is not None:  # an SSE client reconnecting: on after the last event it got
+            start = Bound(sequence=_positive_int(resume, "Last-Event-ID") + 1)
+        elif "fromTime" in query:
             start = Bound(time=_time(query["fromTime"], "fromTime"))
         else:
             start = Bound(sequence=_positive_int(query.get("fromSequence", "1"), "fromSequence"))
@@ -105,7 +147,13 @@ class ExtensionApi:
         if event_name is not None:
             validation.event_name(event_name, "eventName")
         limit = validation.limit(query.get("limit"), self._max_limit)
-        page = await self._engine.history(params["stream"], HistoryQuery(start, limit, stop, event_name))
+        history = HistoryQuery(start, limit, stop, event_name)
+        if follow == "true":
+            heartbeat = query.get("heartbeat", DEFAULT_HEARTBEAT)
+            seconds = validation.seconds(heartbeat, "heartbeat", MAX_HEARTBEAT_SECONDS, allow_zero=False)
+            follower = Follower(self._engine, self._stopping, seconds)
+            return await follower.follow(request, params["stream"], history)
+        page = await self._engine.history(params["stream"], history)
         headers = {"X-Next-Sequence": str(page.next_sequence)} if page.next_sequence is not None else None
         return json_response(page.body, headers=headers)
 

@@ -136,6 +136,21 @@ def openapi_document(max_limit: int, max_batch: int) -> dict[str, Any]:
                 },
             ),
         },
+        "/api/v1/streams/{stream}/events:ack": {
+            "parameters": [STREAM],
+            "post": _operation(
+                f"Acknowledge 1 to {max_batch} events for one consumer in one durable write",
+                _json({"$ref": ref + "AckResults"}, "per id, in the order given: OK or Not Found"),
+                400,
+                404,
+                503,
+                parameters=[CONSUMER],
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": ref + "AckMany"}}},
+                },
+            ),
+        },
         "/api/v1/streams/{stream}/events/{eventID}": {
             "parameters": [STREAM, EVENT_ID],
             "post": _operation(
@@ -176,6 +191,16 @@ def openapi_document(max_limit: int, max_batch: int) -> dict[str, Any]:
                     _query("toTime", {"type": "string", "format": "date-time"}, "received before"),
                     _query("eventName", {"type": "string"}, "only this name"),
                     limit,
+                    _query(
+                        "follow",
+                        {"type": "boolean"},
+                        "with Accept: text/event-stream, go on with every new event (SSE)",
+                    ),
+                    _query(
+                        "heartbeat",
+                        {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+                        "seconds between SSE heartbeat comments while following (default 15)",
+                    ),
                 ],
             ),
         },
@@ -301,6 +326,28 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Action": {"type": "object", "required": ["action"], "properties": {"action": {"enum": ["ACK", "NACK"]}}},
+    "AckMany": {
+        "type": "object",
+        "required": ["eventIds"],
+        "properties": {"eventIds": {"type": "array", "minItems": 1, "items": {"type": "string"}}},
+    },
+    "AckResults": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["eventId", "status"],
+                    "properties": {
+                        "eventId": {"type": "string"},
+                        "status": {"enum": ["OK", "Not Found"]},
+                    },
+                },
+            }
+        },
+    },
     "StreamInfo": {
         "type": "object",
         "required": ["name"],

@@ -43,6 +43,7 @@ class ApiServer(web.Server):
     def __init__(
         self,
         dispatcher: Dispatcher,
+        stopping: asyncio.Event,
         *,
         max_body_bytes: int,
         max_header_bytes: int,
@@ -55,7 +56,12 @@ class ApiServer(web.Server):
             max_field_size=max_header_bytes,
         )
         self.dispatcher = dispatcher
+        self.stopping = stopping  # set by `stop_streaming`: long-lived answers (live follows) end
         self._max_body_bytes = max_body_bytes
+
+    def stop_streaming(self) -> None:
+        """Before shutdown: end every live follow, so in-flight requests can finish."""
+        self.stopping.set()
 
     def _make_request(
         self,

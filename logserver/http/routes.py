@@ -63,6 +63,7 @@ def route_table(api: StreamApi, more: ExtensionApi, public_metrics: bool) -> tup
         Route("GET", "/health", api.health, public=True),
         # Extensions (README "Extensions", /api/v1/openapi.json)
         Route("POST", f"{stream}/events:batch", more.append_batch, permission="produce"),
+        Route("POST", f"{stream}/events:ack", more.ack_many, permission="consume"),
         Route("GET", f"{stream}/events/{{eventID}}", more.get_event, permission="consume"),
         Route("GET", f"{stream}/history", more.history, permission="consume"),
         Route("GET", "/api/v1/streams", more.list_streams),  # lists only the user's streams
