@@ -194,7 +194,9 @@ class StreamFigures:
     events: int
     bytes: int
     waiting_readers: int
-    appends: CommitFigures
+    fsyncs: int  # of its records (group commits in `always`, interval ticks)
+    fsync_seconds: float
+    appends: CommitFigures  # group commits: one write of records each
     consumers: list[ConsumerLag]
 
 

@@ -47,11 +47,12 @@ def create_segment_file(directory: Path, base: int) -> Segment:
 class Segment:
     """One segment file and its record offsets.
 
-    Invariant: `offsets` holds the start of every record in the file, `size` is where the
-    last one ends, and the file holds nothing past `size` that a read would serve (a failed
-    write is cut back). Reads check each record's checksum the first time this process
-    serves it (`_verified`). Not thread-safe: used from the event loop only, except `fsync`,
-    which the stream log runs in a thread while no one closes the descriptor.
+    Invariant: `offsets` holds the start of every record taken, `size` is where the last one
+    ends; the file holds every record but those taken since the last `write_pending`, and
+    nothing past them that a read would serve (a failed write is cut back). Reads check each
+    record's checksum the first time this process serves it (`_verified`). Not thread-safe:
+    used from the event loop only, except `fsync`, which the stream log runs in a thread
+    while no one closes the descriptor.
     """
 
     def __init__(self, path: Path, base: int) -> None:
@@ -64,6 +65,8 @@ class Segment:
         self._fd: int | None = None
         self._map: mmap.mmap | None = None  # sealed segments only
         self._sealed_files: SealedSegmentFiles | None = None  # set once sealed: reads share a bound
+        self._pending: list[bytes] = []  # records taken by `append`, not yet written
+        self._pending_start = 0  # where in the file they go
 
     @property
     def count(self) -> int:
@@ -115,20 +118,34 @@ class Segment:
         return memoryview(mapped)[start:end]
 
     def append(self, lines: list[bytes]) -> None:
-        """Write records in one pwrite; on failure the file is cut back to end with the last good one."""
-        data = lines[0] if len(lines) == 1 else b"".join(lines)
-        try:
-            write_all(self.fd, data, self.size)
-        except OSError as exc:
-            # If even this fails, the next write starts at self.size and overwrites the remnant.
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, self.size)
-            raise storage_error(exc, "append") from exc
+        """Take records for the next `write_pending`: their offsets count from now, their bytes
+        reach the file then (one write for every record appended meanwhile)."""
+        if not self._pending:
+            self._pending_start = self.size
         offset = self.size
         for line in lines:
             self.offsets.append(offset)
             offset += len(line)
         self.size = offset
+        self._pending.extend(lines)
+
+    def write_pending(self) -> None:
+        """Hand every record taken since the last call to the OS, in one pwrite.
+
+        On failure the file is cut back to end with the last record written before, and the
+        records taken stay in `offsets` for the owner's rollback (`truncate_records`).
+        """
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        try:
+            write_all(self.fd, data, self._pending_start)
+        except OSError as exc:
+            # If even this fails, the next write starts at that offset and overwrites the remnant.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self._pending_start)
+            raise storage_error(exc, "append") from exc
 
     def record_end(self, index: int) -> int:
         return self.offsets[index + 1] if index + 1 < len(self.offsets) else self.size
@@ -208,6 +225,7 @@ class Segment:
             return
         new_size = self.offsets[count]
         os.ftruncate(self.fd, new_size)
+        self._pending.clear()  # all of them lie past the cut: they were taken after it
         del self.offsets[count:]
         del self._verified[count:]  # a record appended at a cut index is new bytes
         self.size = new_size

@@ -126,6 +126,8 @@ class Stream:
             events=log.visible_end - log.first_sequence,
             bytes=log.size,
             waiting_readers=log.waiters.count,
+            fsyncs=log.fsync_count,
+            fsync_seconds=log.fsync_seconds,
             appends=log.commit.figures(),
             consumers=self.consumers.lag(),
         )

@@ -1,9 +1,10 @@
 """StreamLog: one stream's segments and its serialised writer (append, group commit, roll).
 
-Appends are written with pwrite on the event loop (no thread hop per record: measured, a
-hop per small write cost more than the write), so every mode hands the bytes to the OS
-before answering. In `always` mode the append then waits for a group-commit fsync that runs
-in a thread; records become readable only once durable, like Kafka's high watermark. A
+Appends are taken in memory and written by the group commit: one pwrite on the event loop
+for every record taken since the last (no thread hop per write: measured, a hop per small
+write cost more than the write), so every mode hands the bytes to the OS before answering.
+In `always` mode the commit then fsyncs in a thread; records become readable only once
+written (and, in `always`, synced), like Kafka's high watermark. A
 failed fsync is never retried as if nothing happened (PostgreSQL's fsyncgate): the waiting
 appends fail and the next append first cuts the log back to its durable end.
 """
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from array import array
 from bisect import bisect_left, bisect_right
 from pathlib import Path
@@ -55,7 +57,7 @@ class StreamLog:
     [first_sequence, visible_end) are ever served or acknowledged.
 
     Concurrency (event loop only): **nothing awaits between the check and the write** —
-    `_put` checks the expected sequence, the idempotency key and the segment's room and writes
+    `_put` checks the expected sequence, the idempotency key and the segment's room and takes
     the records with no await in between, so no other append can slip in. Operations that
     change the segments (roll, epoch start, rollback, retention, close) run one at a time
     under `_lock`, with the gate closed so no record is written meanwhile. Appends only pass
@@ -87,7 +89,7 @@ class StreamLog:
         self._lock = asyncio.Lock()
         self._gate = asyncio.Event()
         self._gate.set()
-        self.commit = GroupCommit(self._fsync_active)
+        self.commit = GroupCommit(self._commit_records)
         self._epoch: Epoch | None = None  # set when this process first appends
         self._format_id: EventIdFormatter | None = None
         self._stream_json = orjson.dumps(metadata.name)  # encoded once for every record's head
@@ -100,7 +102,9 @@ class StreamLog:
         self.last_append_at: str | None = None
         self.damage: str | None = None  # set when a read finds a bad record: the stream is refused
         self._interval_fsync: asyncio.Future[None] | None = None  # the interval tick's, in flight
-        self._unannounced: set[str] = set()  # names appended since the last fsync began
+        self._unannounced: set[str] = set()  # names appended since the last commit began
+        self.fsync_count = 0  # fsyncs of records, for /metrics
+        self.fsync_seconds = 0.0
 
     @property
     def name(self) -> str:
@@ -129,8 +133,7 @@ class StreamLog:
             return (await self.append_batch(producer_id, [body], expected_last, key, batch=False))[0]
         # The usual case, without append_batch's loop and a second coroutine per append.
         ids, ticket = self._put(producer_id, [body], False, expected_last, None)
-        if ticket:
-            await self.commit.wait(ticket)
+        await self.commit.wait(ticket)
         return ids[0]
 
     async def append_batch(
@@ -151,7 +154,7 @@ class StreamLog:
             if not self._ready_to_write():
                 await self._prepare_to_write()
                 continue  # the gate may have closed again meanwhile
-            # No await from here to the write: a retry with the same key can't slip in between.
+            # No await from here to _put: a retry with the same key can't slip in between.
             seen = self.keys.get(key) if key is not None else None
             if seen is not None:  # a retry: answer what the first attempt appended, append nothing
                 last = seen.first_sequence + seen.count - 1
@@ -160,8 +163,7 @@ class StreamLog:
             else:
                 ids, ticket = self._put(producer_id, bodies, batch, expected_last, key)
             break
-        if ticket:  # 0: nothing to wait for (lazy modes, durable retries)
-            await self.commit.wait(ticket)
+        await self.commit.wait(ticket)  # 0 (a retry of readable records) returns at once
         return ids
 
     async def _prepare_to_write(self) -> None:
@@ -194,8 +196,8 @@ class StreamLog:
         expected_last: int | None,
         key: str | None,
     ) -> tuple[list[str], int]:
-        """Write the records (no await: nothing else writes meanwhile); returns their ids and the
-        group-commit ticket to wait for (0: nothing to wait for in this fsync mode)."""
+        """Take the records for the next group commit (no await: nothing else writes meanwhile);
+        returns their ids and the ticket of the commit that writes them."""
         if expected_last is not None and expected_last != self.next_sequence - 1:
             raise SequenceMismatch(expected_last, self.next_sequence - 1)
         assert self._format_id is not None
@@ -222,28 +224,47 @@ class StreamLog:
         self.last_append_at = received_at
         if key is not None:
             self.keys.add(key, first, count, received_at)
-        if self._policy is not FsyncPolicy.ALWAYS:
-            self.visible_end = self._durable_end = self.next_sequence
-            self.unsynced = True
-            if self.waiters:
-                self.waiters.announce(names)
-            return ids, 0
         self._unannounced.update(names)
         return ids, self.commit.request()
 
-    async def _fsync_active(self) -> None:
-        """The group commit's flush: fsync the active segment, then make its records readable."""
+    async def _commit_records(self) -> None:
+        """The group commit's flush: write every record taken since the last one in one pwrite,
+        fsync it in `always` mode, then make the records readable.
+
+        The appends of one event-loop turn (and, in `always`, those taken while the previous
+        fsync ran) share the write: one pwrite per batch instead of one per event.
+        """
         active, end = self._segments[-1], self.next_sequence
         names, self._unannounced = self._unannounced, set()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, active.fsync)
-        except OSError as exc:
-            self._failure = storage_error(exc, "fsync")
-            log.error("stream %r: fsync failed (%s); failing pending appends", self.name, exc)
-            raise self._failure from exc
+            active.write_pending()
+        except EngineError as exc:
+            self._fail(exc, "write")
+        if self._policy is FsyncPolicy.ALWAYS:
+            try:
+                await self._fsync(active)
+            except OSError as exc:
+                self._fail(storage_error(exc, "fsync"), "fsync")
+        else:
+            self.unsynced = True
         self._durable_end = max(self._durable_end, end)
         self.visible_end = self._durable_end
         self.waiters.announce(names)
+
+    async def _fsync(self, segment: Segment) -> None:
+        """fsync a segment in a thread, counted for /metrics."""
+        started = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, segment.fsync)
+        finally:
+            self.fsync_count += 1
+            self.fsync_seconds += time.perf_counter() - started
+
+    def _fail(self, error: EngineError, what: str) -> NoReturn:
+        """A failed write or fsync: the waiting appends fail, the next append rolls back first."""
+        self._failure = error
+        log.error("stream %r: %s failed (%s); failing pending appends", self.name, what, error)
+        raise error
 
     async def _roll_back_to_durable(self) -> None:
         """After a failed fsync: forget every record not known durable, then fsync the cut."""
@@ -278,8 +299,7 @@ class StreamLog:
 
     async def _roll(self) -> None:
         """Seal the active segment (fsync, persist its index) and start a new one."""
-        if self._policy is FsyncPolicy.ALWAYS:
-            await self.commit.drain()
+        await self.commit.drain()  # its last records written (and synced, in always mode)
         old = self._segments[-1]
         loop = asyncio.get_running_loop()
         try:
@@ -377,7 +397,7 @@ class StreamLog:
         """fsync what was written without one (interval mode's tick)."""
         if self.unsynced:
             self.unsynced = False
-            self._interval_fsync = asyncio.get_running_loop().run_in_executor(None, self._segments[-1].fsync)
+            self._interval_fsync = asyncio.ensure_future(self._fsync(self._segments[-1]))
             await self._interval_fsync
 
     async def _interval_fsync_done(self) -> None:

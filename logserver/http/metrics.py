@@ -96,14 +96,14 @@ def render_engine(streams: list[StreamFigures], emit: Emit) -> None:
         ("logserver_stream_events", "Events stored (after retention).", lambda s: s.events),
         ("logserver_stream_bytes", "Bytes of the segments on disk.", lambda s: s.bytes),
         ("logserver_stream_waiting_readers", "Long-poll requests waiting.", lambda s: s.waiting_readers),
-        ("logserver_fsyncs_total", "Group-commit fsyncs of appends.", lambda s: s.appends.flushes),
-        ("logserver_fsync_seconds_total", "Time spent in those fsyncs.", lambda s: s.appends.seconds),
+        ("logserver_fsyncs_total", "fsyncs of appended records.", lambda s: s.fsyncs),
+        ("logserver_fsync_seconds_total", "Time spent in those fsyncs.", lambda s: s.fsync_seconds),
     ]
     for metric, help_text, value in gauges:
         _family(emit, metric, "counter" if metric.endswith("_total") else "gauge", help_text)
         for s in streams:
             emit(f"{metric}{labels(stream=s.name)} {value(s)}")
-    _family(emit, "logserver_group_commit_batch_size", "histogram", "Appends covered by one fsync.")
+    _family(emit, "logserver_group_commit_batch_size", "histogram", "Appends covered by one commit.")
     for s in streams:
         commit = s.appends
         for bound, n in commit.batch_sizes.items():
