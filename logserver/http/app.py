@@ -6,9 +6,11 @@ import orjson
 
 from logserver.auth import Authenticator, FailedLoginThrottle
 from logserver.config import ServerConfig
+from logserver.console.samples import SampleRing
 from logserver.storage import EventStore
 
 from .api import ApiLimits, StreamApi
+from .console import ConsoleApi, console_files
 from .dispatch import Dispatcher
 from .extensions import ExtensionApi
 from .metrics import RequestMetrics
@@ -37,10 +39,21 @@ def build_server(
     more = ExtensionApi(
         store, api, config.max_limit, config.max_batch, config.max_event_name_chars, document, metrics
     )
-    routes = RouteTable(route_table(api, more, config.public_metrics))
+    # The console's samples: what it reads of the streams and consumers, in this one place.
+    samples = SampleRing(
+        streams=store.describe_streams,
+        consumers=lambda stream: store.stream(stream).consumer_lag(),
+        interval=config.samples_interval,
+    )
+    console = ConsoleApi(samples, console_files())
+    routes = RouteTable(route_table(api, more, console, config.public_metrics))
     if throttle is None:
         throttle = FailedLoginThrottle(config.auth_failures_per_minute)
     dispatcher = Dispatcher(routes, authenticator, throttle, metrics, config.max_body_bytes)
+    samples.start()
     return ApiServer(
-        dispatcher, max_body_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes
+        dispatcher,
+        max_body_bytes=config.max_body_bytes,
+        max_header_bytes=config.max_header_bytes,
+        on_shutdown=samples.stop,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -38,6 +39,7 @@ class ApiServer(web.Server):
     No Application, router or middleware chain stands between the HTTP parser and the
     dispatcher: against a bare aiohttp Application answering a constant, this server alone is
     about 1.2x faster (bench/README). Requests carry `client_max_size`, so read() raises 413.
+    `on_shutdown` stops what the server runs besides requests (the console's sampler).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class ApiServer(web.Server):
         *,
         max_body_bytes: int,
         max_header_bytes: int,
+        on_shutdown: Callable[[], None],
     ) -> None:
         super().__init__(
             dispatcher,
@@ -56,6 +59,11 @@ class ApiServer(web.Server):
         )
         self.dispatcher = dispatcher
         self._max_body_bytes = max_body_bytes
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        self._on_shutdown()
+        await super().shutdown(timeout)
 
     def _make_request(
         self,

@@ -1,0 +1,169 @@
+"""The console's recent history: a ring of samples the server takes every few seconds.
+
+Each sample records, per stream, its event count and last sequence, and per consumer and event
+name how many events it is `behind`. The console draws append rates and lag over time from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from array import array
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+log = logging.getLogger("logserver.console")
+
+# Every stream's facts; each dict has "name", and "eventCount" and "lastSequence" unless damaged.
+StreamsSource = Callable[[], Iterable[dict[str, Any]]]
+# One stream's consumers; each dict has "consumer", "eventName" and "behind".
+ConsumersSource = Callable[[str], Iterable[dict[str, Any]]]
+
+Key = TypeVar("Key", str, tuple[str, str])
+
+DEFAULT_CAPACITY = 120  # samples kept: 10 minutes at the default 5 s interval
+
+
+class _Series:
+    """One quantity's values for the last `capacity` ticks, tick t at index t % capacity, from
+    `first_tick` on without gaps (a series missing from a sample is dropped, never left holed)."""
+
+    __slots__ = ("first_tick", "values")
+
+    def __init__(self, capacity: int, first_tick: int) -> None:
+        self.values = array("q", bytes(8 * capacity))
+        self.first_tick = first_tick
+
+
+class SampleRing:
+    """Owns the last `capacity` samples of the streams and consumers the two sources report, and
+    the timer that takes one every `interval` seconds once started.
+
+    Concurrency: event-loop only. A sample is taken in one synchronous call, and the views are
+    built in one synchronous call too, so a reader never sees half a sample. Memory: 8 bytes per
+    value kept (two per stream, one per consumer and event name, `capacity` of each).
+    """
+
+    def __init__(
+        self,
+        streams: StreamsSource,
+        consumers: ConsumersSource,
+        interval: float,
+        capacity: int = DEFAULT_CAPACITY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.interval = interval
+        self._streams_source = streams
+        self._consumers_source = consumers
+        self._capacity = capacity
+        self._clock = clock
+        self._ticks = 0  # samples taken so far; the next one is tick number self._ticks
+        self._times = array("d", bytes(8 * capacity))
+        self._event_counts: dict[str, _Series] = {}
+        self._last_sequences: dict[str, _Series] = {}
+        self._behind: dict[str, dict[tuple[str, str], _Series]] = {}  # stream -> (consumer, name)
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Take a sample now and one every `interval` seconds until stop(); needs a running loop."""
+        self._tick()
+
+    def stop(self) -> None:
+        """Take no more samples (those kept stay readable)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        """Sample, whatever it raises, and schedule the next tick."""
+        try:
+            self.sample()
+        except Exception:
+            log.exception("the console's sample failed; the next one follows in %s s", self.interval)
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def sample(self) -> None:
+        """Record one sample of every stream and consumer the sources report now."""
+        tick = self._ticks
+        slot = tick % self._capacity
+        counts: dict[str, _Series] = {}
+        lasts: dict[str, _Series] = {}
+        behind: dict[str, dict[tuple[str, str], _Series]] = {}
+        for info in self._streams_source():
+            if "eventCount" not in info:  # damaged: no numbers to record
+                continue
+            name = info["name"]
+            counts[name] = self._series(self._event_counts, name, tick)
+            counts[name].values[slot] = info["eventCount"]
+            lasts[name] = self._series(self._last_sequences, name, tick)
+            lasts[name].values[slot] = info["lastSequence"]
+            if info.get("consumers"):
+                behind[name] = self._consumer_series(name, tick, slot)
+        self._times[slot] = self._clock()
+        self._event_counts, self._last_sequences, self._behind = counts, lasts, behind
+        self._ticks = tick + 1
+
+    def _consumer_series(self, stream: str, tick: int, slot: int) -> dict[tuple[str, str], _Series]:
+        """This tick's `behind` of each consumer of `stream`, in the series that hold the earlier ones."""
+        kept = self._behind.get(stream, {})
+        series: dict[tuple[str, str], _Series] = {}
+        for row in self._consumers_source(stream):
+            key = (row["consumer"], row["eventName"])
+            series[key] = self._series(kept, key, tick)
+            series[key].values[slot] = row["behind"]
+        return series
+
+    def _series(self, kept: dict[Key, _Series], key: Key, tick: int) -> _Series:
+        """The series `key` continues from the last sample, or a new one starting at `tick`."""
+        found = kept.get(key)
+        return found if found is not None else _Series(self._capacity, tick)
+
+    # ---- the views the JSON routes answer --------------------------------------------------------
+
+    def knows(self, stream: str) -> bool:
+        """Whether the latest sample has `stream`."""
+        return stream in self._event_counts
+
+    def streams_view(self, visible: Callable[[str], bool]) -> dict[str, Any]:
+        """Times and per-stream series of every sampled stream `visible` admits, by name."""
+        return {
+            **self._header(),
+            "streams": [
+                {
+                    "name": name,
+                    "eventCount": self._values(series),
+                    "lastSequence": self._values(self._last_sequences[name]),
+                }
+                for name, series in sorted(self._event_counts.items())
+                if visible(name)
+            ],
+        }
+
+    def stream_view(self, stream: str) -> dict[str, Any]:
+        """Times, the stream's series and its consumers' `behind` series; the stream must be known."""
+        return {
+            **self._header(),
+            "name": stream,
+            "eventCount": self._values(self._event_counts[stream]),
+            "lastSequence": self._values(self._last_sequences[stream]),
+            "consumers": [
+                {"consumer": consumer, "eventName": event_name, "behind": self._values(series)}
+                for (consumer, event_name), series in sorted(self._behind.get(stream, {}).items())
+            ],
+        }
+
+    def _kept_ticks(self) -> range:
+        """The ticks still in the ring, oldest first."""
+        return range(max(0, self._ticks - self._capacity), self._ticks)
+
+    def _header(self) -> dict[str, Any]:
+        """The interval and the Unix times of the kept samples, oldest first."""
+        times = [round(self._times[t % self._capacity], 3) for t in self._kept_ticks()]
+        return {"intervalSeconds": self.interval, "times": times}
+
+    def _values(self, series: _Series) -> list[int | None]:
+        """The series aligned with the kept times: null before it began."""
+        return [
+            series.values[t % self._capacity] if t >= series.first_tick else None for t in self._kept_ticks()
+        ]
