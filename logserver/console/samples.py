@@ -164,6 +164,11 @@ class SampleRing:
 
     def _values(self, series: _Series) -> list[int | None]:
         """The series aligned with the kept times: null before it began."""
-        return [
-            series.values[t % self._capacity] if t >= series.first_tick else None for t in self._kept_ticks()
-        ]
+        kept = self._kept_ticks()
+        start = max(kept.start, series.first_tick)
+        head, count = start % self._capacity, kept.stop - start
+        values: list[int | None] = [None] * (start - kept.start)
+        values += series.values[head : head + count].tolist()
+        if head + count > self._capacity:  # the ring wrapped: the rest is at its front
+            values += series.values[: head + count - self._capacity].tolist()
+        return values

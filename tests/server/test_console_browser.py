@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pytest
@@ -26,7 +26,7 @@ from logserver.auth import Permissions, UserRecord, format_user_line, hash_passw
 
 from .conftest import PASSWORD, USER, ServerProcess
 
-if False:  # typing only: Playwright is optional, and imported where the fixture checks for it
+if TYPE_CHECKING:  # at run time Playwright is imported where the fixture checks it is there
     from playwright.sync_api import Browser, ConsoleMessage, Page
 
 pytestmark = pytest.mark.browser
@@ -250,6 +250,9 @@ def test_a_consumer_reset_through_the_page_moves_the_consumer(
     assert position(server, "orders", "mailer") == 1
     assert [e["sequence"] for e in consume(server, "orders", "mailer")] == [2, 3, 4]
     expect(row.locator("td").nth(4)).to_have_text("3")  # the page refreshed: 3 behind now
+    expect(page.locator("#lag-chart .u-legend")).to_contain_text("mailer · OrderPlaced")
+    time.sleep(1.5)  # three more samples: the chart's step from 0 to 3 behind
+    screenshot(page, "stream-after-reset")
     assert_no_script_errors(page)
 
 
