@@ -59,8 +59,8 @@ class ConsoleApi:
         self._samples = samples
         self._files = files
 
-    async def redirect_home(self, request: web.BaseRequest, params: PathParams) -> web.Response:
-        """GET /: to the console (the body is JSON, like every answer that is not a console file)."""
+    async def to_console(self, request: web.BaseRequest, params: PathParams) -> web.Response:
+        """GET / and /console: to /console/ (the body is JSON, as is every answer but a file's)."""
         return json_response(orjson.dumps(f"Found - {CONSOLE_PATH}"), 302, {"Location": CONSOLE_PATH})
 
     async def index(self, request: web.BaseRequest, params: PathParams) -> web.Response:

@@ -66,6 +66,21 @@ def _text(description: str, *media_types: str) -> dict[str, Any]:
     return {"description": description, "content": {t: {"schema": {"type": "string"}} for t in media_types}}
 
 
+def _to_console() -> dict[str, Any]:
+    """GET of a path that redirects to the console."""
+    return {
+        "summary": "Redirects to the console",
+        "responses": {
+            "302": {
+                "description": "to /console/",
+                "headers": {"Location": {"schema": {"type": "string", "const": "/console/"}}},
+                "content": {"application/json": {"schema": ERROR}},
+            },
+            **_errors(),
+        },
+    }
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json(ERROR, STATUS_TEXT[code]) for code in (*codes, 401, 403, 429, 500)}
 
@@ -265,19 +280,8 @@ def openapi_document(max_limit: int, max_batch: int) -> dict[str, Any]:
                 404,
             ),
         },
-        "/": {
-            "get": {
-                "summary": "Redirects to the console",
-                "responses": {
-                    "302": {
-                        "description": "to /console/",
-                        "headers": {"Location": {"schema": {"type": "string", "const": "/console/"}}},
-                        "content": {"application/json": {"schema": ERROR}},
-                    },
-                    **_errors(),
-                },
-            }
-        },
+        "/": {"get": _to_console()},
+        "/console": {"get": _to_console()},
         "/console/": {
             "get": {
                 "summary": "The web console (README Console)",

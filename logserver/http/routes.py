@@ -77,7 +77,8 @@ def route_table(
         Route("GET", "/metrics", more.metrics, public=public_metrics, full_access=True),
         Route("GET", "/api/v1/openapi.json", more.openapi, public=True),
         # The console (README "Console"): its files need credentials like everything else.
-        Route("GET", "/", console.redirect_home),
+        Route("GET", "/", console.to_console),
+        Route("GET", "/console", console.to_console),
         Route("GET", "/console/", console.index),
         Route("GET", "/console/{file}", console.file),
         Route("GET", "/api/v1/samples", console.all_samples),  # only the user's streams

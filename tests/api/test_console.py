@@ -57,7 +57,7 @@ async def test_the_console_page_and_every_file_it_loads_are_served_with_their_ty
 
 
 async def test_every_console_route_asks_for_credentials(client: Client) -> None:
-    for path in ("/", "/console/", "/console/console.js", "/console/nope.js", "/api/v1/samples"):
+    for path in ("/", "/console", "/console/", "/console/console.js", "/console/nope.js", "/api/v1/samples"):
         response = await client.get(path)
         await expect(response, 401, "Unauthorized")
         assert response.headers["WWW-Authenticate"] == 'Basic realm="logserver"'
@@ -72,8 +72,9 @@ async def test_what_is_not_a_console_file_is_a_json_404(client: Client, name: st
     assert detail.startswith("Not Found - the console has no file '")
 
 
-async def test_the_root_redirects_to_the_console(client: Client) -> None:
-    response = await client.get("/", headers=AUTH, allow_redirects=False)
+@pytest.mark.parametrize("path", ["/", "/console"])
+async def test_the_root_redirects_to_the_console(client: Client, path: str) -> None:
+    response = await client.get(path, headers=AUTH, allow_redirects=False)
     await expect(response, 302, "Found - /console/")
     assert response.headers["Location"] == "/console/"
 
