@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-slow bench bench-quick lint fmt clean docker-build
+.PHONY: help run test test-slow test-browser bench bench-quick lint fmt clean docker-build
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ test: lint ## lint, type-check and run the test suite (without slow tests)
 
 test-slow: $(STAMP) ## run only the slow tests (none yet is not a failure)
 	$(PY) -m pytest -m slow; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+
+test-browser: $(STAMP) ## the console in headless Chromium via Playwright (apt-installs chromium if missing)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(PY) -m pytest -m browser
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed,bench]'

@@ -44,6 +44,7 @@ class ServerConfig:
     retention_max_age: float | None = None
     retention_max_bytes: int | None = None
     public_metrics: bool = False
+    samples_interval: float = 5.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_level: str = "INFO"
@@ -228,6 +229,12 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("retention_max_age", _positive_seconds, "delete sealed segments older than this", "SECONDS"),
     Option("retention_max_bytes", _positive_int, "keep each stream below about this many bytes", "BYTES"),
     Option("public_metrics", _boolean, "serve /metrics without credentials", "BOOL"),
+    Option(
+        "samples_interval",
+        _positive_seconds,
+        "how often the console's rate and lag samples are taken (the last 120 are kept)",
+        "SECONDS",
+    ),
     Option("tls_cert", Path, "PEM certificate chain: serve HTTPS (needs --tls-key)", "FILE"),
     Option("tls_key", Path, "PEM private key of --tls-cert", "FILE"),
     Option("log_level", _log_level, "DEBUG, INFO (with access log), WARNING or ERROR", "LEVEL"),

@@ -132,7 +132,6 @@ async def serve(config: ServerConfig) -> None:
             await _until_signalled()
             log.info("shutting down: finishing in-flight requests")
         finally:
-            server.stop_streaming()
             await runner.cleanup()
     finally:
         await engine.close()

@@ -8,9 +8,11 @@ import orjson
 
 from logserver.auth import Authenticator, FailedLoginThrottle
 from logserver.config import ServerConfig
+from logserver.console.samples import SampleRing
 from logserver.engine import Engine
 
 from .api import StreamApi
+from .console import ConsoleApi, console_files
 from .dispatch import Dispatcher
 from .extensions import ExtensionApi
 from .metrics import RequestMetrics
@@ -35,13 +37,17 @@ def build_server(
     document = orjson.dumps(openapi_document(config.max_limit, config.max_batch))
     stopping = asyncio.Event()
     extensions = ExtensionApi(engine, config.max_limit, config.max_batch, document, metrics, stopping)
-    routes = RouteTable(route_table(api, extensions, config.public_metrics))
+    samples = SampleRing(engine.list_streams, engine.consumer_lag, config.samples_interval)
+    console = ConsoleApi(samples, console_files())
+    routes = RouteTable(route_table(api, extensions, console, config.public_metrics))
     if throttle is None:
         throttle = FailedLoginThrottle(config.auth_failures_per_minute)
     dispatcher = Dispatcher(routes, authenticator, throttle, metrics, config.max_body_bytes)
+    samples.start()
     return ApiServer(
         dispatcher,
         stopping,
         max_body_bytes=config.max_body_bytes,
         max_header_bytes=config.max_header_bytes,
+        on_shutdown=samples.stop,
     )

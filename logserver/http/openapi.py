@@ -61,6 +61,26 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
     return response
 
 
+def _text(description: str, *media_types: str) -> dict[str, Any]:
+    """A 200 whose body is text (a console file) of one of `media_types`."""
+    return {"description": description, "content": {t: {"schema": {"type": "string"}} for t in media_types}}
+
+
+def _to_console() -> dict[str, Any]:
+    """GET of a path that redirects to the console."""
+    return {
+        "summary": "Redirects to the console",
+        "responses": {
+            "302": {
+                "description": "to /console/",
+                "headers": {"Location": {"schema": {"type": "string", "const": "/console/"}}},
+                "content": {"application/json": {"schema": ERROR}},
+            },
+            **_errors(),
+        },
+    }
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json(ERROR, STATUS_TEXT[code]) for code in (*codes, 401, 403, 429, 500)}
 
@@ -270,6 +290,42 @@ def openapi_document(max_limit: int, max_batch: int) -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/samples": {
+            "get": _operation(
+                "The console's recent samples of every stream the user may see",
+                _json({"$ref": ref + "Samples"}, "Unix times and, per stream, series aligned with them"),
+            ),
+        },
+        "/api/v1/streams/{stream}/samples": {
+            "parameters": [STREAM],
+            "get": _operation(
+                "The console's recent samples of one stream and its consumers",
+                _json({"$ref": ref + "StreamSamples"}, "Unix times and series aligned with them"),
+                400,
+                404,
+            ),
+        },
+        "/": {"get": _to_console()},
+        "/console": {"get": _to_console()},
+        "/console/": {
+            "get": {
+                "summary": "The web console (README Console)",
+                "responses": {
+                    "200": _text("its page", "text/html"),
+                    **_errors(),
+                },
+            }
+        },
+        "/console/{file}": {
+            "parameters": [{"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {
+                "summary": "One of the console's files (scripts, styles)",
+                "responses": {
+                    "200": _text("the file", "text/javascript", "text/css", "text/html"),
+                    **_errors(404),
+                },
+            },
+        },
         "/api/v1/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -379,6 +435,59 @@ SCHEMAS: dict[str, Any] = {
             "behind": {"type": "integer"},
             "consumedPercentage": {"type": "number"},
         },
+    },
+    "Samples": {
+        "type": "object",
+        "required": ["intervalSeconds", "times", "streams"],
+        "properties": {
+            "intervalSeconds": {"type": "number", "description": "--samples-interval"},
+            "times": {"$ref": "#/components/schemas/SampleTimes"},
+            "streams": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "eventCount", "lastSequence"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "eventCount": {"$ref": "#/components/schemas/SampleSeries"},
+                        "lastSequence": {"$ref": "#/components/schemas/SampleSeries"},
+                    },
+                },
+            },
+        },
+    },
+    "StreamSamples": {
+        "type": "object",
+        "required": ["intervalSeconds", "times", "name", "eventCount", "lastSequence", "consumers"],
+        "properties": {
+            "intervalSeconds": {"type": "number"},
+            "times": {"$ref": "#/components/schemas/SampleTimes"},
+            "name": {"type": "string"},
+            "eventCount": {"$ref": "#/components/schemas/SampleSeries"},
+            "lastSequence": {"$ref": "#/components/schemas/SampleSeries"},
+            "consumers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["consumer", "eventName", "behind"],
+                    "properties": {
+                        "consumer": {"type": "string"},
+                        "eventName": {"type": "string"},
+                        "behind": {"$ref": "#/components/schemas/SampleSeries"},
+                    },
+                },
+            },
+        },
+    },
+    "SampleTimes": {
+        "type": "array",
+        "items": {"type": "number"},
+        "description": "when each kept sample was taken (Unix seconds), oldest first",
+    },
+    "SampleSeries": {
+        "type": "array",
+        "items": {"type": ["integer", "null"]},
+        "description": "one value per entry of `times`; null where the series was not yet sampled",
     },
     "Seek": {
         "type": "object",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -38,6 +39,9 @@ class ApiServer(web.Server):
     No Application, router or middleware chain stands between the HTTP parser and the
     dispatcher: against a bare aiohttp Application answering a constant, this server alone is
     about 1.2x faster (bench/README). Requests carry `client_max_size`, so read() raises 413.
+    At shutdown (before it waits for in-flight requests) it sets `stopping`, which ends long-lived
+    answers (live follows), and calls `on_shutdown`, which stops what the server runs besides
+    requests (the console's sampler).
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class ApiServer(web.Server):
         *,
         max_body_bytes: int,
         max_header_bytes: int,
+        on_shutdown: Callable[[], None],
     ) -> None:
         super().__init__(
             dispatcher,
@@ -56,12 +61,15 @@ class ApiServer(web.Server):
             max_field_size=max_header_bytes,
         )
         self.dispatcher = dispatcher
-        self.stopping = stopping  # set by `stop_streaming`: long-lived answers (live follows) end
+        self.stopping = stopping
         self._max_body_bytes = max_body_bytes
+        self._on_shutdown = on_shutdown
 
-    def stop_streaming(self) -> None:
-        """Before shutdown: end every live follow, so in-flight requests can finish."""
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """End live follows and background work, then wait for in-flight requests (aiohttp's)."""
         self.stopping.set()
+        self._on_shutdown()
+        await super().shutdown(timeout)
 
     def _make_request(
         self,

@@ -17,6 +17,7 @@ from logserver.auth import Action, User
 
 if TYPE_CHECKING:  # they import PathParams from here
     from .api import StreamApi
+    from .console import ConsoleApi
     from .extensions import ExtensionApi
 
 # How a 403 names each action: "may not produce to stream 'x'".
@@ -52,7 +53,9 @@ class Route:
         return f"user '{user.name}' may not {_ACTION_PHRASES[self.permission]} stream '{stream}'"
 
 
-def route_table(api: StreamApi, more: ExtensionApi, public_metrics: bool) -> tuple[Route, ...]:
+def route_table(
+    api: StreamApi, more: ExtensionApi, console: ConsoleApi, public_metrics: bool
+) -> tuple[Route, ...]:
     stream = "/api/v1/streams/{stream}"
     return (
         # SPEC v1
@@ -74,6 +77,13 @@ def route_table(api: StreamApi, more: ExtensionApi, public_metrics: bool) -> tup
         # Metrics name every stream, so a user limited to some streams may not read them.
         Route("GET", "/metrics", more.metrics, public=public_metrics, full_access=True),
         Route("GET", "/api/v1/openapi.json", more.openapi, public=True),
+        # The console (README "Console"): its files need credentials like everything else.
+        Route("GET", "/", console.to_console),
+        Route("GET", "/console", console.to_console),
+        Route("GET", "/console/", console.index),
+        Route("GET", "/console/{file}", console.file),
+        Route("GET", "/api/v1/samples", console.all_samples),  # only the user's streams
+        Route("GET", f"{stream}/samples", console.stream_samples, permission="consume"),
     )
 
 
@@ -83,8 +93,8 @@ class RouteTable:
 
     A parameter matches one non-empty segment without `{`, `}` or `/` (aiohttp's `[^{}/]+`),
     read from the path with everything decoded but `%2F` and `%25`, which are decoded last; so
-    `a%2Fb` is the stream `a/b`. A literal segment and a parameter may not share a parent,
-    so the walk never backtracks.
+    `a%2Fb` is the stream `a/b`. A literal segment and a parameter may not share a parent, so
+    the walk never backtracks; the empty segment (a trailing `/`) may, as no parameter matches it.
     """
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
@@ -144,11 +154,11 @@ class _Node:
     def child(self, segment: str, path: str) -> _Node:
         if segment.startswith("{") and segment.endswith("}"):
             name = segment[1:-1]
-            if self.literals or (self.parameter is not None and self.parameter != name):
+            if self.literals.keys() - {""} or (self.parameter is not None and self.parameter != name):
                 raise ValueError(f"{path}: {segment} shares its place with another segment")
             if self.parameter_node is None:
                 self.parameter, self.parameter_node = name, _Node()
             return self.parameter_node
-        if self.parameter is not None:
+        if segment and self.parameter is not None:
             raise ValueError(f"{path}: {segment} shares its place with a parameter")
         return self.literals.setdefault(segment, _Node())

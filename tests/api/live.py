@@ -42,5 +42,4 @@ async def listening(
         host, port = runner.addresses[0][:2]
         yield Listening(str(host), int(port), "https" if tls else "http")
     finally:
-        server.stop_streaming()
         await runner.cleanup()

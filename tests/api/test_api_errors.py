@@ -20,7 +20,7 @@ from .http_calls import AUTH, Client, append, append_ok, consume, event_body, ev
 @pytest.mark.parametrize(
     "path",
     [
-        "/",
+        "/ui",
         "/nope",
         "/api/v1",
         "/api/v1/streams/s/nothing",

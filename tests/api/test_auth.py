@@ -119,7 +119,7 @@ async def test_every_route_but_the_public_ones_asks_for_credentials(
     routes = server.dispatcher.routes.routes
     assert {route.path for route in routes if route.public} == {"/health", "/api/v1/openapi.json"}
     for route in routes:
-        path = route.path.format(stream="s", eventID="e", consumer="c")
+        path = route.path.format(stream="s", eventID="e", consumer="c", file="console.js")
         response = await client.request(route.method, path)
         if route.public:
             assert response.status == 200, route

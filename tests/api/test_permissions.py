@@ -121,11 +121,17 @@ async def test_a_user_without_permissions_is_refused_every_stream_route(
     for route in server.dispatcher.routes.routes:
         if route.public:
             continue
-        path = route.path.format(stream="orders-eu", eventID="e", consumer="c")
-        response = await client.request(route.method, path, headers=basic("nobody"))
+        path = route.path.format(stream="orders-eu", eventID="e", consumer="c", file="console.js")
+        response = await client.request(route.method, path, headers=basic("nobody"), allow_redirects=False)
         if route.permission is None and not route.full_access:
-            assert (route.method, route.path) == ("GET", "/api/v1/streams")
-            await expect(response, 200, [])  # lists only the streams the user may use
+            assert route.method == "GET"
+            if route.path == "/api/v1/streams":
+                await expect(response, 200, [])  # lists only the streams the user may use
+            elif route.path == "/api/v1/samples":
+                assert (await expect(response, 200))["streams"] == []  # the same streams
+            else:  # the console's pages, which name no stream
+                assert route.path in ("/", "/console", "/console/", "/console/{file}"), route
+                assert response.status in (200, 302), route
         else:
             assert response.status == 403, route
 

@@ -65,3 +65,12 @@ def test_a_known_path_with_another_method_is_405_naming_the_methods() -> None:
 def test_a_table_the_walk_cannot_serve_unambiguously_is_refused(routes: tuple[Route, ...]) -> None:
     with pytest.raises(ValueError):
         RouteTable(routes)
+
+
+def test_a_trailing_slash_may_sit_beside_a_parameter_as_no_parameter_matches_it() -> None:
+    table = RouteTable((Route("GET", "/console/", answer), Route("GET", "/console/{file}", answer)))
+    assert table.resolve("GET", "/console/")[0].path == "/console/"
+    route, params = table.resolve("GET", "/console/app.js")
+    assert (route.path, params) == ("/console/{file}", {"file": "app.js"})
+    with pytest.raises(web.HTTPNotFound):
+        table.resolve("GET", "/console//")

@@ -1,0 +1,1 @@
+"""The web console: static pages shipped in static/, and the ring of samples its charts read."""
