@@ -238,13 +238,13 @@ class StreamLog:
         names, self._unannounced = self._unannounced, set()
         try:
             active.write_pending()
-        except EngineError as exc:
-            self._fail(exc, "write")
+        except EngineError as write_error:
+            self._fail(write_error, "write")
         if self._policy is FsyncPolicy.ALWAYS:
             try:
                 await self._fsync(active)
-            except OSError as exc:
-                self._fail(storage_error(exc, "fsync"), "fsync")
+            except OSError as fsync_error:
+                self._fail(storage_error(fsync_error, "fsync"), "fsync")
         else:
             self.unsynced = True
         self._durable_end = max(self._durable_end, end)
@@ -314,9 +314,12 @@ class StreamLog:
         old.seal(self._sealed_files)  # its last fsync is done: the descriptor may go
         try:
             await asyncio.to_thread(replace_atomically, old.path.with_suffix(INDEX_SUFFIX), self._index(old))
-        except OSError as exc:
+        except OSError as index_error:
             log.warning(
-                "stream %r: index of %s not written (%s); rebuilt at start", self.name, old.path.name, exc
+                "stream %r: index of %s not written (%s); rebuilt at start",
+                self.name,
+                old.path.name,
+                index_error,
             )
 
     def _index(self, segment: Segment) -> bytes:

@@ -72,21 +72,22 @@ class Dispatcher:
             else:
                 route, params = self.routes.resolve(request.method, request.rel_url.path_safe)
                 response = await self._authorized(request, route, params)
-        except ApiError as exc:
-            response = error_response(exc.status, exc.detail)
-        except EngineError as exc:
-            response = _engine_error(request, params, exc)
-        except web.HTTPException as exc:
-            response = _http_exception(exc, self._max_body_bytes)
+        # One name per handler: compiled (mypyc), a reused `as exc` is typed by its first clause.
+        except ApiError as refusal_error:
+            response = error_response(refusal_error.status, refusal_error.detail)
+        except EngineError as engine_error:
+            response = _engine_error(request, params, engine_error)
+        except web.HTTPException as http_error:
+            response = _http_exception(http_error, self._max_body_bytes)
         except ConnectionResetError:
             # aiohttp's word for "the client closed before its body was complete": whoever
             # reads the answer (nobody, usually), it is not a server error.
             log.info("%s %s: the client went away mid-request", request.method, request.path)
             response = error_response(400, "the connection closed before the request body was complete")
-        except HttpProcessingError as exc:
+        except HttpProcessingError as parse_error:
             # A body the parser rejects while the handler reads it (bad chunked encoding,
             # a Content-Length the connection ended short of): the client's fault, not ours.
-            log.info("malformed request body from %s: %s", request.remote, exc.message.split("\n")[0])
+            log.info("malformed request body from %s: %s", request.remote, parse_error.message.split("\n")[0])
             response = error_response(400, "malformed request body")
         except Exception:
             response = _internal_error(request)
