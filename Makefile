@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-slow test-browser bench bench-quick lint fmt clean docker-build
+.PHONY: help run test test-slow test-browser bench bench-quick build-compiled test-compiled clean-compiled lint fmt clean docker-build
 
 help: ## list the tasks
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ bench: $(BENCH_STAMP) ## benchmark vs a bare aiohttp ceiling and PostgreSQL (~16
 bench-quick: $(BENCH_STAMP) ## the same benchmark in about 2 minutes (short runs, no repeats)
 	$(PY) bench/run.py --quick $(BENCH_ARGS)
 
+build-compiled: $(STAMP) ## compile the hot path with mypyc, in place (no C compiler: stays pure Python)
+	LOGSERVER_MYPYC=1 $(PY) setup.py build_ext --inplace
+
+test-compiled: build-compiled ## run the test suite against the compiled build, then remove it
+	$(PY) -m pytest; status=$$?; $(MAKE) --no-print-directory clean-compiled; exit $$status
+
+clean-compiled: ## remove the compiled modules: pure Python again
+	find logserver -name '*.so' -delete
+	rm -rf build *__mypyc*.so
+
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -49,7 +59,7 @@ fmt: $(STAMP) ## reformat and auto-fix with ruff
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-clean: ## remove the venv, caches and build output (never ./data)
+clean: clean-compiled ## remove the venv, caches and build output (never ./data)
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
