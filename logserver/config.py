@@ -45,6 +45,10 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_level: str = "INFO"
+    access_log: bool = False
+    idle_timeout: float = 60.0
+    read_timeout: float = 20.0
+    max_connections: int | None = None  # None: the open-file limit minus the engine's reserve
 
     def check(self) -> None:
         """Raise ValueError for settings that are each valid but wrong together."""
@@ -155,6 +159,11 @@ class Option:
     shown_default: str | None = None  # for defaults derived from another option
 
     @property
+    def switch(self) -> bool:
+        """A boolean option: its flag alone means true (`--access-log`)."""
+        return self.parse is _boolean
+
+    @property
     def flag(self) -> str:
         return "--" + self.field.replace("_", "-")
 
@@ -210,7 +219,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("public_metrics", _boolean, "serve /metrics without credentials", "BOOL"),
     Option("tls_cert", Path, "PEM certificate chain: serve HTTPS (needs --tls-key)", "FILE"),
     Option("tls_key", Path, "PEM private key of --tls-cert", "FILE"),
-    Option("log_level", _log_level, "DEBUG, INFO (with access log), WARNING or ERROR", "LEVEL"),
+    Option("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
+    Option("access_log", _boolean, "log one line per request (at INFO)", "BOOL"),
+    Option("idle_timeout", _positive_seconds, "close a connection without a request after this", "SECONDS"),
+    Option("read_timeout", _positive_seconds, "a request's head and body must arrive within this", "SECONDS"),
+    Option(
+        "max_connections",
+        _positive_int,
+        "most open client connections; at the cap the oldest idle one is closed (else 503)",
+        "N",
+        "open-file limit - max(64, limit/4)",
+    ),
 )
 
 
