@@ -203,7 +203,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "auth_failures_per_minute",
         _non_negative_int,
-        "failed logins per client address and minute before 429; 0 turns it off",
+        "failed logins per address and user name a minute before 429 (5x per address); 0: off",
         "N",
     ),
     Option("max_batch", _positive_int, "most events in one batch append (else 400)", "N"),

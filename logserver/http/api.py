@@ -30,7 +30,7 @@ def append_parameters(
 ) -> tuple[str, str, int | None, str | None]:
     """An append's stream, X-Producer-ID, X-Expected-Sequence and Idempotency-Key, each checked."""
     return (
-        validation.stream_name(params["stream"]),
+        validation.producer_stream(params["stream"]),
         validation.client_id(request.headers.get("X-Producer-ID"), "X-Producer-ID"),
         validation.expected_sequence(request.headers.get("X-Expected-Sequence")),
         validation.idempotency_key(request.headers.get("Idempotency-Key")),
@@ -112,7 +112,7 @@ class StreamApi:
         if not name:
             raise bad_request("eventName is required")
         validation.event_name(name, "eventName")
-        limit = validation.limit(query.get("limit"), self._limits.max_limit)
+        limit = validation.required_limit(query.get("limit"), self._limits.max_limit)
         wait = validation.seconds(query.get("wait"), "wait", MAX_WAIT_SECONDS, allow_zero=True)
         ack_wait = (
             validation.seconds(query.get("ackWait"), "ackWait", MAX_ACK_WAIT_SECONDS, allow_zero=False)

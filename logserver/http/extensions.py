@@ -142,13 +142,7 @@ class ExtensionApi:
         """PUT …/retention {"maxAgeSeconds": s|null, "maxBytes": n|null}: this stream's own limits."""
         raw = await request.read()
         stream = validation.stream_name(params["stream"])
-        body = _json_object(raw)
-        age = body.get("maxAgeSeconds")
-        size = body.get("maxBytes")
-        if age is not None and (isinstance(age, bool) or not isinstance(age, int | float) or age <= 0):
-            raise bad_request("maxAgeSeconds must be a positive number or null")
-        if size is not None:
-            size = _positive_int(size, "maxBytes")
+        age, size = validation.retention_limits(raw)
         await self._store.set_retention(stream, age, size)
         removed = await self._store.stream(stream).apply_retention(None, None)
         info = self._store.stream(stream).describe()
