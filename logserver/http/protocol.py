@@ -35,12 +35,13 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from .access_log import AccessLog
 from .dispatch import Dispatcher
 from .responses import JSON_CONTENT_TYPE, error_response
 
 log = logging.getLogger("logserver.http")
 
-# One short line per request: client, request line, status, body bytes, seconds.
+# aiohttp builds an AccessLogger per connection from this; log_access writes the lines instead.
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 # Descriptors kept for the storage engine's files when --max-connections is derived from
 # the open-file limit: a quarter of the limit, and never fewer than this.
@@ -99,6 +100,8 @@ class ApiServer(web.Server):
         access_log: bool = False,
     ) -> None:
         self.limits = limits if limits is not None else ConnectionLimits()
+        # Handlers call log_access only when the `aiohttp.access` logger is on (at INFO).
+        self.access_log = AccessLog() if access_log else None
         super().__init__(
             dispatcher,
             access_log_class=AccessLogger,
@@ -159,6 +162,8 @@ class ApiServer(web.Server):
             self._sweeper.cancel()
             self._sweeper = None
         await super().shutdown(timeout)
+        if self.access_log is not None:
+            self.access_log.flush()
 
     async def _sweep_slow_requests(self) -> None:
         """Close connections whose request head, and fail requests whose body, arrive too slowly."""
@@ -216,6 +221,12 @@ class _JsonErrorRequestHandler(RequestHandler):
         if not self._head_started and not self._request_in_progress and not self._messages:
             self._head_started = self._loop.time()
         super().data_received(data)
+
+    def log_access(self, request: BaseRequest, response: web.StreamResponse, time: float | None) -> None:
+        # aiohttp's AccessLogger formatted and wrote each line on the request path.
+        server = self._manager
+        if time is not None and isinstance(server, ApiServer) and server.access_log is not None:
+            server.access_log.record(request, response, self._loop.time() - time)
 
     def head_complete(self, payload: StreamReader) -> None:
         """A request head was parsed: its deadline ends, its body's starts unless it is all here."""
