@@ -61,7 +61,10 @@ def default_max_connections() -> int:
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """How long a connection may idle or take to send a request, and how many may be open."""
+    """How long a connection may idle or take to send a request, and how many may be open.
+
+    Immutable; read by the server and its connections on the event loop's thread.
+    """
 
     idle_timeout: float = 60.0
     read_timeout: float = 30.0

@@ -176,6 +176,7 @@ def retention_limits(raw: bytes) -> tuple[int | None, int | None]:
 
 
 def _limit_or_null(value: Any, field: str, maximum: int) -> int | None:
+    """A retention limit: None for null, else an integer from 1 to `maximum` (400 otherwise)."""
     if value is None:
         return None
     if type(value) is not int or not 1 <= value <= maximum:  # bool and float are refused too
