@@ -126,10 +126,11 @@ def start_server(label: str, command: Sequence[str], work: Path, timeout: float 
 
 
 def logserver_command(data_dir: Path, users_file: Path, fsync: str) -> list[str]:
-    # WARNING: no access log line per request (the ceiling writes none either).
+    # The defaults, as a user runs it: no access log line per request (the ceiling writes none
+    # either); bench/access_log.py measures the access log and the log levels.
     return [
         sys.executable, "-m", "logserver", "serve", "--port", "{port}", "--data-dir", str(data_dir),
-        "--users-file", str(users_file), "--fsync", fsync, "--log-level", "WARNING",
+        "--users-file", str(users_file), "--fsync", fsync,
     ]  # fmt: skip
 
 

@@ -25,9 +25,10 @@ ratio is the median over repeats of (logserver run / the same repeat's ceiling r
   footprint resident bytes per stored event and start-up to /health 200 for the same
             data set (bench/storage_footprint.py's measure()).
 
-logserver runs as `logserver serve --log-level WARNING`: no access-log line per request,
-as the ceiling writes none. Any non-2xx answer stops the run. bench/hotspots.py profiles
-the same loads with py-spy.
+logserver runs as `logserver serve` with its defaults: no access-log line per request
+(the access log is off unless --access-log), as the ceiling writes none; bench/access_log.py
+compares the defaults with --log-level WARNING and --access-log. Any non-2xx answer stops
+the run. bench/hotspots.py profiles the same loads with py-spy.
 """
 
 from __future__ import annotations

@@ -312,13 +312,19 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
 
 
+def basic_user_name(header: str) -> str:
+    """The user name a Basic Authorization header claims; "" when it names none."""
+    credentials = _split_basic(header)
+    return "" if credentials is None else credentials[0]
+
+
 def _split_basic(header: str) -> tuple[str, str] | None:
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and a token that is not ASCII
         return None
     name, sep, password = decoded.partition(":")
     return (name, password) if sep else None
@@ -406,8 +412,10 @@ class Authenticator:
 
 # ---- failed-login throttling ---------------------------------------------------------------------
 
-# Bounds the memory an attacker with many addresses can make the throttle use.
+# Bounds the memory an attacker with many addresses can make the throttle use (buckets).
 THROTTLE_MAX_CLIENTS = 65536
+# An address's own bucket holds this many times --auth-failures-per-minute, over all user names.
+ADDRESS_FAILURE_FACTOR = 5
 THROTTLE_MAX_KNOWN_GOOD = 16384
 
 
@@ -447,24 +455,29 @@ class Admission(enum.Enum):
 
 
 class FailedLoginThrottle:
-    """A token bucket of failed logins per client address, refilled at `per_minute` per minute.
+    """Token buckets of failed logins: one per (client address, user name), refilled at
+    `per_minute` per minute, and a looser one per address (ADDRESS_FAILURE_FACTOR times that).
 
-    Checking a credential this address has not yet used successfully takes a token
-    before the key derivation and gives it back if the credential was valid, so only
-    failures drain the bucket and concurrent guesses can't overdraw it; concurrent
-    requests with one credential share one token, as they share one derivation. An
-    empty bucket answers 429 without looking at the credential: a throttled address
-    can't keep guessing, and costs no key derivations. A credential that already
-    succeeded from the same address skips the bucket, so a working client keeps
-    working while someone behind the same address (a NAT, a proxy) is throttled; a
-    valid but new credential from a throttled address waits like any other.
+    Checking a credential this address has not yet used successfully takes a token from
+    both buckets before the key derivation and gives both back if the credential was
+    valid, so only failures drain them and concurrent guesses can't overdraw them;
+    concurrent requests with one credential share one token, as they share one derivation.
+    An empty bucket answers 429 without looking at the credential: a throttled address
+    can't keep guessing, and costs no key derivations. Guesses at one user's password
+    drain that user's bucket from that address only, so the other users of the address
+    (a NAT, a proxy, a host with several clients) keep logging in until the address as a
+    whole has failed ADDRESS_FAILURE_FACTOR times as often. A credential that already
+    succeeded from the same address skips the buckets, so a working client keeps working
+    while someone behind the same address is throttled. Owned by one dispatcher and used
+    only on the event loop's thread.
     """
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._capacity = float(per_minute)
         self._rate = per_minute / 60.0  # tokens per second
         self._clock = clock
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # client -> [tokens, updated]
+        # key -> [tokens, updated]; keys are (client, user name) and (client, None) for the address.
+        self._buckets: OrderedDict[tuple[str, str | None], list[float]] = OrderedDict()
         self._known_good: OrderedDict[tuple[str, bytes], None] = OrderedDict()
         self._checking: set[tuple[str, bytes]] = set()
 
@@ -476,21 +489,23 @@ class FailedLoginThrottle:
         """Whether `admit` would let this through as known good, with nothing to settle after."""
         return not self.enabled or (client, credential) in self._known_good
 
-    def admit(self, client: str, credential: bytes) -> Admission:
-        """Allow checking `credential` (a digest) from `client`; raises Throttled if it may not."""
+    def admit(self, client: str, credential: bytes, user: str) -> Admission:
+        """Allow checking `credential` (a digest, naming `user`) from `client`; raises Throttled if not."""
         key = (client, credential)
         if not self.enabled or key in self._known_good:
             return Admission.KNOWN_GOOD
         if key in self._checking:
             return Admission.JOINED
-        bucket = self._refilled(client)
-        if bucket[0] < 1.0:
-            raise Throttled(max(1, math.ceil((1.0 - bucket[0]) / self._rate)))
-        bucket[0] -= 1.0
+        buckets = self._refilled(client, user)
+        if any(bucket[0] < 1.0 for bucket, _ in buckets):
+            wait = max((1.0 - bucket[0]) / (self._rate * factor) for bucket, factor in buckets)
+            raise Throttled(max(1, math.ceil(wait)))
+        for bucket, _ in buckets:
+            bucket[0] -= 1.0
         self._checking.add(key)
         return Admission.CHARGED
 
-    def settle(self, client: str, credential: bytes, admission: Admission, valid: bool) -> None:
+    def settle(self, client: str, credential: bytes, user: str, admission: Admission, valid: bool) -> None:
         """Record the outcome of a check `admit` allowed; call it exactly once per admission."""
         if not self.enabled:
             return
@@ -499,15 +514,14 @@ class FailedLoginThrottle:
             self._checking.discard(key)
             if valid:
                 self._remember(key)
-                bucket = self._buckets.get(client)
-                if bucket is not None:
-                    bucket[0] = min(self._capacity, bucket[0] + 1.0)
+                for bucket, factor in self._refilled(client, user):
+                    bucket[0] = min(self._capacity * factor, bucket[0] + 1.0)
         elif admission is Admission.KNOWN_GOOD and not valid:
             # A remembered credential that fails now (password replaced): forget it and
             # charge the failure like any other.
             self._known_good.pop(key, None)
-            bucket = self._refilled(client)
-            bucket[0] = max(0.0, bucket[0] - 1.0)
+            for bucket, _ in self._refilled(client, user):
+                bucket[0] = max(0.0, bucket[0] - 1.0)
 
     def _remember(self, key: tuple[str, bytes]) -> None:
         self._known_good[key] = None
@@ -515,15 +529,20 @@ class FailedLoginThrottle:
         if len(self._known_good) > THROTTLE_MAX_KNOWN_GOOD:
             self._known_good.popitem(last=False)
 
-    def _refilled(self, client: str) -> list[float]:
+    def _refilled(self, client: str, user: str) -> tuple[tuple[list[float], int], ...]:
+        """The (address, user) bucket and the address's, each with its capacity factor, refilled."""
+        return (self._bucket((client, user), 1), self._bucket((client, None), ADDRESS_FAILURE_FACTOR))
+
+    def _bucket(self, key: tuple[str, str | None], factor: int) -> tuple[list[float], int]:
         now = self._clock()
-        bucket = self._buckets.get(client)
+        capacity = self._capacity * factor
+        bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[client] = [self._capacity, now]
+            bucket = self._buckets[key] = [capacity, now]
             if len(self._buckets) > THROTTLE_MAX_CLIENTS:
-                self._buckets.popitem(last=False)  # the least recently seen client
+                self._buckets.popitem(last=False)  # the least recently seen
         else:
-            bucket[0] = min(self._capacity, bucket[0] + (now - bucket[1]) * self._rate)
+            bucket[0] = min(capacity, bucket[0] + (now - bucket[1]) * self._rate * factor)
             bucket[1] = now
-            self._buckets.move_to_end(client)
-        return bucket
+            self._buckets.move_to_end(key)
+        return bucket, factor

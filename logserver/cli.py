@@ -45,6 +45,8 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
             option.flag,
             dest=option.field,
             type=option.parse,
+            nargs="?" if option.switch else None,
+            const=True if option.switch else None,
             default=env.get(option.field, option.default),
             metavar=option.metavar,
             help=f"{option.help} [env {option.env}, default {option.default_text}]",

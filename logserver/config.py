@@ -48,6 +48,10 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_level: str = "INFO"
+    access_log: bool = False
+    idle_timeout: float = 60.0
+    read_timeout: float = 20.0
+    max_connections: int | None = None  # None: the open-file limit minus the engine's reserve
 
     def check(self) -> None:
         """Raise ValueError for settings that are each valid but wrong together."""
@@ -175,6 +179,11 @@ class Option:
     shown_default: str | None = None  # for defaults derived from another option
 
     @property
+    def switch(self) -> bool:
+        """A boolean option: its flag alone means true (`--access-log`)."""
+        return self.parse is _boolean
+
+    @property
     def flag(self) -> str:
         return "--" + self.field.replace("_", "-")
 
@@ -215,7 +224,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "auth_failures_per_minute",
         _non_negative_int,
-        "failed logins per client address and minute before 429; 0 turns it off",
+        "failed logins per address and user name a minute before 429 (5x per address); 0: off",
         "N",
     ),
     Option("max_batch", _positive_int, "most events in one batch append (else 400)", "N"),
@@ -237,7 +246,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     ),
     Option("tls_cert", Path, "PEM certificate chain: serve HTTPS (needs --tls-key)", "FILE"),
     Option("tls_key", Path, "PEM private key of --tls-cert", "FILE"),
-    Option("log_level", _log_level, "DEBUG, INFO (with access log), WARNING or ERROR", "LEVEL"),
+    Option("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
+    Option("access_log", _boolean, "log one line per request (at INFO)", "BOOL"),
+    Option("idle_timeout", _positive_seconds, "close a connection without a request after this", "SECONDS"),
+    Option("read_timeout", _positive_seconds, "a request's head and body must arrive within this", "SECONDS"),
+    Option(
+        "max_connections",
+        _positive_int,
+        "most open client connections; at the cap the oldest idle one is closed (else 503)",
+        "N",
+        "open-file limit - max(64, limit/4)",
+    ),
 )
 
 

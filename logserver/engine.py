@@ -74,6 +74,10 @@ class StreamLocked(EngineError):
     """The stream is owned by another producer (single-writer rule)."""
 
 
+class ReservedStream(EngineError):
+    """Only the server appends to this stream (a dead-letter stream)."""
+
+
 class StreamCorrupt(EngineError):
     """The stream is damaged: refused until repaired (`logserver check --repair`)."""
 

@@ -29,6 +29,7 @@ from logserver.engine import (
     EventNotFound,
     HistoryPage,
     HistoryQuery,
+    ReservedStream,
     RetentionResult,
     StreamCorrupt,
     StreamFigures,
@@ -145,7 +146,7 @@ class FileStore:
         key: str | None = None,
     ) -> str:
         target = self._streams.get(stream)
-        if type(target) is not Stream or target.owner != producer_id or target.log.damage is not None:
+        if type(target) is not Stream or target.owner != producer_id or target.reserved or target.damage:
             target = await self._writable(stream, producer_id, expected_last)
         name = body["event"]["name"]
         if name not in target.log.names:
@@ -167,12 +168,18 @@ class FileStore:
                 check_name(name, f"events[{index}].event.name", limit)
         return await target.log.append_batch(producer_id, bodies, expected_last, key)
 
-    async def _writable(self, stream: str, producer_id: str, expected_last: int | None) -> Stream:
-        """The stream to append to, created by this producer if it does not exist yet."""
+    async def _writable(
+        self, stream: str, producer_id: str, expected_last: int | None, server: bool = False
+    ) -> Stream:
+        """The stream to append to, created by this producer if it does not exist yet.
+
+        Dead-letter streams take only the server's own appends (`server`), whatever producer id
+        a client sends.
+        """
+        if stream.endswith(DEAD_LETTER_SUFFIX) and not server:
+            check_stream_name(stream)
+            raise ReservedStream(f"stream '{stream}' holds dead letters: only the server appends to it")
         if stream not in self._streams:
-            if stream.endswith(DEAD_LETTER_SUFFIX) and producer_id != DEAD_LETTER_PRODUCER:
-                check_stream_name(stream)
-                raise StreamLocked("Second writers not allowed")  # dead-letter streams are the server's
             await self._creator.create(stream, producer_id, expected_last)
         target = self.stream(stream)
         if target.owner != producer_id:
@@ -216,7 +223,10 @@ class FileStore:
             "deliveries": deliveries,
         }
         try:
-            await self.append(dead_letter_stream(source.name), DEAD_LETTER_PRODUCER, body, None, None)
+            target = await self._writable(
+                dead_letter_stream(source.name), DEAD_LETTER_PRODUCER, None, server=True
+            )
+            await target.log.append(DEAD_LETTER_PRODUCER, body, None, None)
         except EngineError as exc:
             log.error("stream %r: event %d not dead-lettered (%s); it stays", source.name, sequence, exc)
             return

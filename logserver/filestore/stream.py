@@ -8,7 +8,7 @@ from datetime import datetime
 
 import orjson
 
-from logserver.engine import Bound, HistoryPage, HistoryQuery, StreamFigures, StreamInfo
+from logserver.engine import DEAD_LETTER_SUFFIX, Bound, HistoryPage, HistoryQuery, StreamFigures, StreamInfo
 
 from .consumers import ConsumerState
 from .record import event_json, event_members, json_array, rfc3339
@@ -25,6 +25,8 @@ class Stream:
     def __init__(self, log: StreamLog, consumers: ConsumerState) -> None:
         self.log = log
         self.consumers = consumers
+        # A dead-letter stream: only the server appends to it (checked on every append).
+        self.reserved = log.name.endswith(DEAD_LETTER_SUFFIX)
 
     @property
     def name(self) -> str:

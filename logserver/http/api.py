@@ -53,7 +53,7 @@ class StreamApi:
         name = query.get("eventName")
         if not name:
             raise bad_request("eventName is required")
-        limit = validation.limit(query.get("limit"), self._max_limit)
+        limit = validation.required_limit(query.get("limit"), self._max_limit)
         wait = validation.seconds(query.get("wait"), "wait", MAX_WAIT_SECONDS, allow_zero=True)
         ack_wait = (
             validation.seconds(query.get("ackWait"), "ackWait", MAX_ACK_WAIT_SECONDS, allow_zero=False)

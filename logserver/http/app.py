@@ -17,7 +17,7 @@ from .dispatch import Dispatcher
 from .extensions import ExtensionApi
 from .metrics import RequestMetrics
 from .openapi import openapi_document
-from .protocol import ApiServer
+from .protocol import ApiServer, ConnectionLimits, default_max_connections
 from .routes import RouteTable, route_table
 
 
@@ -43,6 +43,9 @@ def build_server(
     if throttle is None:
         throttle = FailedLoginThrottle(config.auth_failures_per_minute)
     dispatcher = Dispatcher(routes, authenticator, throttle, metrics, config.max_body_bytes)
+    connections = ConnectionLimits(
+        config.idle_timeout, config.read_timeout, config.max_connections or default_max_connections()
+    )
     samples.start()
     return ApiServer(
         dispatcher,
@@ -50,4 +53,6 @@ def build_server(
         max_body_bytes=config.max_body_bytes,
         max_header_bytes=config.max_header_bytes,
         on_shutdown=samples.stop,
+        limits=connections,
+        access_log=config.access_log,
     )

@@ -11,13 +11,21 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 
-from logserver.auth import Authenticator, FailedLoginThrottle, Throttled, User, client_key
+from logserver.auth import (
+    Authenticator,
+    FailedLoginThrottle,
+    Throttled,
+    User,
+    basic_user_name,
+    client_key,
+)
 from logserver.engine import (
     EngineError,
     EngineUnavailable,
     EventNotFound,
     InvalidName,
     InvalidRequest,
+    ReservedStream,
     SequenceMismatch,
     StorageFull,
     StreamCorrupt,
@@ -67,11 +75,12 @@ class Dispatcher:
         params: PathParams = {}
         response: web.StreamResponse
         try:
-            if request.headers.get(hdrs.EXPECT) and (refusal := await _expect(request)) is not None:
+            expects = bool(request.headers.get(hdrs.EXPECT))
+            if expects and (refusal := _unmet_expectation(request)) is not None:
                 response = refusal
             else:
                 route, params = self.routes.resolve(request.method, request.rel_url.path_safe)
-                response = await self._authorized(request, route, params)
+                response = await self._authorized(request, route, params, expects)
         # One name per handler: compiled (mypyc), a reused `as exc` is typed by its first clause.
         except ApiError as refusal_error:
             response = error_response(refusal_error.status, refusal_error.detail)
@@ -96,10 +105,10 @@ class Dispatcher:
         return response
 
     async def _authorized(
-        self, request: web.BaseRequest, route: Route, params: PathParams
+        self, request: web.BaseRequest, route: Route, params: PathParams, expects: bool
     ) -> web.StreamResponse:
         if route.public:
-            return await route.handler(request, params)
+            return await self._handled(request, route, params, expects)
         header = request.headers.get("Authorization")
         if not header:
             # No guess was made, so nothing is charged: this is every client's first challenge.
@@ -116,30 +125,42 @@ class Dispatcher:
         if (denial := route.denial(user, params)) is not None:
             return error_response(403, denial)
         request[AUTHENTICATED_USER] = user
+        return await self._handled(request, route, params, expects)
+
+    async def _handled(
+        self, request: web.BaseRequest, route: Route, params: PathParams, expects: bool
+    ) -> web.StreamResponse:
+        """The handler's response; first, for `Expect: 100-continue`, the 413 or the 100 Continue."""
+        if expects and request.version == HttpVersion11:
+            declared = request.content_length
+            if declared is not None and declared > self._max_body_bytes:
+                # Refused before the client sends it: no 100 Continue, and nothing of it is read.
+                response = error_response(413, f"request body exceeds {self._max_body_bytes} bytes")
+                response.force_close()
+                return response
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the interim answer is not the response (handle_error checks)
+            await request.writer.drain()
         return await route.handler(request, params)
 
 
-async def _expect(request: web.BaseRequest) -> web.Response | None:
-    """Answer `Expect` as aiohttp's router did: 100 Continue, or a JSON 417 for anything else.
+def _unmet_expectation(request: web.BaseRequest) -> web.Response | None:
+    """A JSON 417 for an `Expect` other than 100-continue (which _handled answers), else None.
 
     aiohttp's own 417 echoes the value into a UTF-8 body and fails (500) on one that is not UTF-8.
     """
-    if request.version != HttpVersion11:
+    if request.version != HttpVersion11 or request.headers[hdrs.EXPECT].lower() == "100-continue":
         return None
-    if request.headers[hdrs.EXPECT].lower() != "100-continue":
-        return error_response(417, _EXPECT_DETAIL)
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    request.writer.output_size = 0  # the interim answer is not the response (handle_error checks)
-    await request.writer.drain()
-    return None
+    return error_response(417, _EXPECT_DETAIL)
 
 
 async def _check_credential(
     authenticator: Authenticator, throttle: FailedLoginThrottle, header: str, client: str, credential: bytes
 ) -> User | web.Response:
     """The full check of a credential (`header`'s sha256) from `client`: the user, or a 401/429."""
+    name = basic_user_name(header)
     try:
-        admission = throttle.admit(client, credential)
+        admission = throttle.admit(client, credential, name)
     except Throttled as exc:
         return error_response(
             429,
@@ -151,7 +172,7 @@ async def _check_credential(
         user = await authenticator.authenticate(header, credential)
     finally:
         # Also when the client hangs up mid-check: the admission must not stay open.
-        throttle.settle(client, credential, admission, valid=user is not None)
+        throttle.settle(client, credential, name, admission, valid=user is not None)
     if user is None:
         return error_response(401, headers=_CHALLENGE)
     return user
@@ -167,6 +188,8 @@ def _engine_error(request: web.BaseRequest, params: PathParams, exc: EngineError
         return error_response(404, f"event '{event_id}' does not exist in stream '{stream}'")
     if isinstance(exc, SequenceMismatch):
         return error_response(409, str(exc), headers={"X-Current-Sequence": str(exc.current)})
+    if isinstance(exc, ReservedStream):
+        return error_response(403, str(exc))
     if isinstance(exc, StreamLocked):
         return error_response(423, "Second writers not allowed")
     if isinstance(exc, InvalidName | InvalidRequest):

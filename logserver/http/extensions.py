@@ -169,13 +169,7 @@ class ExtensionApi:
     async def set_retention(self, request: web.BaseRequest, params: PathParams) -> web.Response:
         """PUT …/retention {"maxAgeSeconds": s|null, "maxBytes": n|null}: this stream's own limits."""
         raw = await request.read()
-        body = _json_object(raw)
-        age = body.get("maxAgeSeconds")
-        size = body.get("maxBytes")
-        if age is not None and (isinstance(age, bool) or not isinstance(age, int | float) or age <= 0):
-            raise bad_request("maxAgeSeconds must be a positive number or null")
-        if size is not None:
-            size = _positive_int(size, "maxBytes")
+        age, size = validation.retention_limits(raw)  # all checked before anything changes
         result = await self._engine.set_retention(params["stream"], age, size)
         return json_response(orjson.dumps({**result.stream, "segmentsRemoved": result.segments_removed}))
 

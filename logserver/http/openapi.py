@@ -7,6 +7,8 @@ from typing import Any
 
 from logserver import __version__
 
+from .validation import MAX_RETENTION_AGE_SECONDS, MAX_RETENTION_BYTES
+
 STREAM = {"name": "stream", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 255}}
 EVENT_ID = {"name": "eventID", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 CONSUMER_PATH = {"name": "consumer", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -39,7 +41,7 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 STATUS_TEXT = {
     400: "invalid request; the body names the first offending field",
     401: "missing or bad credentials",
-    403: "authenticated, but not allowed on this stream",
+    403: "authenticated, but not allowed on this stream (or a dead-letter stream, for appends)",
     404: "no such stream or event",
     409: "X-Expected-Sequence does not match (X-Current-Sequence tells the stream's)",
     413: "body over the configured maximum",
@@ -95,7 +97,8 @@ def _query(name: str, schema: dict[str, Any], description: str, required: bool =
 
 def openapi_document(max_limit: int, max_batch: int) -> dict[str, Any]:
     ref = "#/components/schemas/"
-    limit = _query("limit", {"type": "integer", "minimum": 1, "maximum": max_limit}, "page size (default 10)")
+    limit_schema = {"type": "integer", "minimum": 1, "maximum": max_limit}
+    limit = _query("limit", limit_schema, "page size (default 10)")
     events = {"type": "array", "items": {"$ref": ref + "StoredEvent"}}
     paths: dict[str, Any] = {
         "/api/v1/streams/{stream}/events": {
@@ -124,7 +127,7 @@ def openapi_document(max_limit: int, max_batch: int) -> dict[str, Any]:
                 parameters=[
                     CONSUMER,
                     _query("eventName", {"type": "string", "minLength": 1}, "event name to read", True),
-                    limit,
+                    _query("limit", limit_schema, "most events to answer (SPEC §1.2: required)", True),
                     _query("wait", {"type": "number", "minimum": 0, "maximum": 30}, "long-poll seconds"),
                     _query(
                         "ackWait",
@@ -501,8 +504,13 @@ SCHEMAS: dict[str, Any] = {
     "Retention": {
         "type": ["object", "null"],
         "properties": {
-            "maxAgeSeconds": {"type": ["number", "null"], "exclusiveMinimum": 0},
-            "maxBytes": {"type": ["integer", "null"], "minimum": 1},
+            "maxAgeSeconds": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": MAX_RETENTION_AGE_SECONDS,
+            },
+            "maxBytes": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_RETENTION_BYTES},
         },
+        "additionalProperties": False,
     },
 }

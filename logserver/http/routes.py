@@ -15,6 +15,8 @@ from aiohttp import web
 
 from logserver.auth import Action, User
 
+from .responses import ApiError
+
 if TYPE_CHECKING:  # they import PathParams from here
     from .api import StreamApi
     from .console import ConsoleApi
@@ -124,7 +126,7 @@ class RouteTable:
             following = node.literals.get(segment)
             if following is None and node.parameter is not None and segment and _plain(segment):
                 if "%" in segment:
-                    segment = segment.replace("%2F", "/").replace("%25", "%")
+                    segment = _decoded(segment)
                 params[node.parameter] = segment
                 following = node.parameter_node
             if following is None:
@@ -136,6 +138,17 @@ class RouteTable:
                 raise web.HTTPNotFound()
             raise web.HTTPMethodNotAllowed(method, sorted(node.methods))
         return route, params
+
+
+def _decoded(segment: str) -> str:
+    """A parameter segment with `%2F` and `%25` decoded; 400 for an escape `path_safe` left undecoded.
+
+    yarl decodes every escape that forms UTF-8 text and keeps the rest as they came: a `%`
+    other than those two is bytes that are not UTF-8 (`%FF`) or no escape at all (`%zz`).
+    """
+    if "%" in segment.replace("%2F", "").replace("%25", ""):
+        raise ApiError(400, "the path has a percent-escape that is not UTF-8 text")
+    return segment.replace("%2F", "/").replace("%25", "%")
 
 
 def _plain(segment: str) -> bool:

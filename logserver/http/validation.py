@@ -18,6 +18,12 @@ import orjson
 from .responses import bad_request
 
 MAX_CLIENT_ID_CHARS = 256
+# Levels of JSON nesting an event may have, the event object itself being level 1. orjson
+# parses 1024 but serializes only 254, and a stored record and a dead letter add levels.
+MAX_NESTING = 128
+RETENTION_KEYS = ("maxAgeSeconds", "maxBytes")
+MAX_RETENTION_AGE_SECONDS = 100 * 365 * 86400  # 100 years
+MAX_RETENTION_BYTES = 2**62
 DEFAULT_LIMIT = 10
 # 10 digits hold any sane limit and keep int() away from pathological inputs.
 _MAX_LIMIT_DIGITS = 10
@@ -47,7 +53,15 @@ def event_name(value: object, field: str) -> str:
     return value
 
 
+def required_limit(value: str | None, maximum: int) -> int:
+    """The consume `limit`, which SPEC §1.2 makes mandatory."""
+    if value is None:
+        raise bad_request("limit is required")
+    return limit(value, maximum)
+
+
 def limit(value: str | None, maximum: int) -> int:
+    """A `limit` query parameter that may be left out (DEFAULT_LIMIT)."""
     if value is None:
         return min(DEFAULT_LIMIT, maximum)
     if value.isascii() and value.isdigit() and len(value) <= _MAX_LIMIT_DIGITS:
@@ -63,15 +77,20 @@ def event_body(raw: bytes) -> dict[str, Any]:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise bad_request("body is not valid JSON") from None
-    return event_fields(body)
+    # Fewer brackets than MAX_NESTING can't nest deeper: the usual body skips the walk.
+    shallow = raw.count(b"{") + raw.count(b"[") <= MAX_NESTING
+    return event_fields(body, nesting_checked=shallow)
 
 
-def event_fields(body: Any, where: str = "") -> dict[str, Any]:
+def event_fields(body: Any, where: str = "", nesting_checked: bool = False) -> dict[str, Any]:
     """The append body as stored: unknown top-level keys kept, `payload` defaulting to {}.
 
-    `where` prefixes the field names of errors ("events[3]" in a batch).
+    `where` prefixes the field names of errors ("events[3]" in a batch); `nesting_checked`
+    says the caller already knows the body nests at most MAX_NESTING levels.
     """
     at = f"{where}." if where else ""
+    if not nesting_checked and nests_deeper(body, MAX_NESTING):
+        raise bad_request(f"{where or 'body'} nests deeper than {MAX_NESTING} levels")
     if not isinstance(body, dict):
         raise bad_request(f"{where or 'body'} must be a JSON object")
 
@@ -97,6 +116,47 @@ def event_fields(body: Any, where: str = "") -> dict[str, Any]:
     elif not isinstance(body["payload"], dict):
         raise bad_request(f"{at}payload must be an object")
     return body
+
+
+def nests_deeper(value: Any, levels: int) -> bool:
+    """Whether parsed JSON nests objects and arrays more than `levels` deep (`value` is level 1)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= levels:
+                    return True
+                pending.append((child, depth + 1))
+    return False
+
+
+def retention_limits(raw: bytes) -> tuple[int | None, int | None]:
+    """A PUT …/retention body: (maxAgeSeconds, maxBytes), each an integer in range or None.
+
+    Only those two keys; a key left out is null (the server's own limit).
+    """
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad_request("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("body must be a JSON object")
+    if any(key not in RETENTION_KEYS for key in body):
+        raise bad_request("body may hold only maxAgeSeconds and maxBytes")
+    age = _limit_or_null(body.get("maxAgeSeconds"), "maxAgeSeconds", MAX_RETENTION_AGE_SECONDS)
+    size = _limit_or_null(body.get("maxBytes"), "maxBytes", MAX_RETENTION_BYTES)
+    return age, size
+
+
+def _limit_or_null(value: Any, field: str, maximum: int) -> int | None:
+    """A retention limit: None for null, else an integer from 1 to `maximum` (400 otherwise)."""
+    if value is None:
+        return None
+    if type(value) is not int or not 1 <= value <= maximum:  # bool and float are refused too
+        raise bad_request(f"{field} must be an integer from 1 to {maximum} or null")
+    return value
 
 
 def _string_fields(body: dict[str, Any], section: str, names: tuple[str, ...], at: str) -> None:

@@ -91,7 +91,7 @@ async def test_oversized_body_without_credentials_is_401_not_413(client: Client)
     ],
 )
 async def test_bad_credentials_are_401(client: Client, headers: dict[str, str]) -> None:
-    response = await client.get(events_path("s"), params={"eventName": "A"}, headers=headers)
+    response = await client.get(events_path("s"), params={"eventName": "A", "limit": "10"}, headers=headers)
     await expect(response, 401, "Unauthorized")
 
 
@@ -102,7 +102,7 @@ async def test_scheme_is_case_insensitive(client: Client) -> None:
     await append_ok(client, "s")
     response = await client.get(
         events_path("s"),
-        params={"eventName": "OrderPlaced"},
+        params={"eventName": "OrderPlaced", "limit": "10"},
         headers={"Authorization": header, "X-Consumer-ID": "c"},
     )
     await expect(response, 200)
@@ -134,7 +134,9 @@ async def test_user_added_while_running_is_accepted_at_once(client: Client, conf
     add_user(config.users_path, "newbie", "fresh pw")
     await append_ok(client, "s")
     headers = {**basic("newbie", "fresh pw"), "X-Consumer-ID": "c"}
-    response = await client.get(events_path("s"), params={"eventName": "OrderPlaced"}, headers=headers)
+    response = await client.get(
+        events_path("s"), params={"eventName": "OrderPlaced", "limit": "10"}, headers=headers
+    )
     await expect(response, 200)
 
 
@@ -144,13 +146,15 @@ async def test_replaced_password_stops_working(
     monkeypatch.setattr(auth, "RELOAD_CHECK_SECONDS", 0.0)
     await expect(
         await client.get(
-            events_path("none"), params={"eventName": "A"}, headers={**AUTH, "X-Consumer-ID": "c"}
+            events_path("none"),
+            params={"eventName": "A", "limit": "10"},
+            headers={**AUTH, "X-Consumer-ID": "c"},
         ),
         404,
     )
     add_user(config.users_path, USER, "rotated")
     response = await client.get(
-        events_path("none"), params={"eventName": "A"}, headers={**AUTH, "X-Consumer-ID": "c"}
+        events_path("none"), params={"eventName": "A", "limit": "10"}, headers={**AUTH, "X-Consumer-ID": "c"}
     )
     await expect(response, 401)
 

@@ -62,6 +62,10 @@ def test_every_option_can_come_from_the_environment() -> None:
         "LOGSERVER_TLS_CERT": "c.pem",
         "LOGSERVER_TLS_KEY": "k.pem",
         "LOGSERVER_LOG_LEVEL": "debug",
+        "LOGSERVER_ACCESS_LOG": "on",
+        "LOGSERVER_IDLE_TIMEOUT": "15",
+        "LOGSERVER_READ_TIMEOUT": "2.5",
+        "LOGSERVER_MAX_CONNECTIONS": "300",
     }
     assert {o.env for o in SERVE_OPTIONS} == set(environ)
     assert serve_config([], environ) == ServerConfig(
@@ -89,7 +93,17 @@ def test_every_option_can_come_from_the_environment() -> None:
         tls_cert=Path("c.pem"),
         tls_key=Path("k.pem"),
         log_level="DEBUG",
+        access_log=True,
+        idle_timeout=15.0,
+        read_timeout=2.5,
+        max_connections=300,
     )
+
+
+def test_the_access_log_is_off_by_default_and_a_bare_flag_turns_it_on() -> None:
+    assert serve_config([], {}).access_log is False
+    assert serve_config(["--access-log"], {}).access_log is True
+    assert serve_config(["--access-log", "false"], {"LOGSERVER_ACCESS_LOG": "1"}).access_log is False
 
 
 def test_bad_environment_value_is_reported_with_its_name(

@@ -57,12 +57,12 @@ async def test_unknown_stream_is_404_naming_it(client: Client) -> None:
     await expect(await consume(client, "nowhere"), 404, "Not Found - stream 'nowhere' does not exist")
 
 
-async def test_limit_defaults_to_ten(client: Client) -> None:
-    for _ in range(12):
-        await append_ok(client, "shop")
+async def test_limit_is_required(client: Client) -> None:
+    # SPEC §1.2 makes it mandatory; it used to default to 10.
+    await append_ok(client, "shop")
     headers = {**AUTH, "X-Consumer-ID": "c"}
     response = await client.get(events_path("shop"), params={"eventName": "OrderPlaced"}, headers=headers)
-    assert len(await expect(response, 200)) == 10
+    await expect(response, 400, "Bad Request - limit is required")
 
 
 async def test_limit_may_be_the_configured_maximum(client: Client) -> None:

@@ -31,7 +31,7 @@ async def get(client: Client, path: str, **params: str) -> Any:
 async def test_long_poll_answers_when_a_matching_event_arrives(client: Client) -> None:
     await append_ok(client, STREAM, event_body("Other"))
     headers = {**AUTH, "X-Consumer-ID": "poller"}
-    params = {"eventName": "OrderPlaced", "wait": "10"}
+    params = {"eventName": "OrderPlaced", "limit": "10", "wait": "10"}
     waiting = asyncio.create_task(client.get(events_path(STREAM), params=params, headers=headers))
     await asyncio.sleep(0.1)
     assert not waiting.done()
@@ -42,12 +42,12 @@ async def test_long_poll_answers_when_a_matching_event_arrives(client: Client) -
     [got] = await expect(await waiting, 200)
     assert got["eventId"] == event_id
     empty = await client.get(
-        events_path(STREAM), params={"eventName": "Nothing", "wait": "0.2"}, headers=headers
+        events_path(STREAM), params={"eventName": "Nothing", "limit": "10", "wait": "0.2"}, headers=headers
     )
     assert await expect(empty, 200) == []
     for bad in ("31", "-1", "soon", "nan"):
         response = await client.get(
-            events_path(STREAM), params={"eventName": "X", "wait": bad}, headers=headers
+            events_path(STREAM), params={"eventName": "X", "limit": "10", "wait": bad}, headers=headers
         )
         assert "wait" in await expect(response, 400)
 

@@ -1,5 +1,6 @@
-"""Failed logins are throttled per client address (429 + Retry-After), valid users are not slowed,
-and nothing tells an unknown user from a wrong password."""
+"""Failed logins are throttled per client address and user name, with a looser bound per address
+(429 + Retry-After); valid users are not slowed, and nothing tells an unknown user from a wrong
+password."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from dataclasses import dataclass
 import pytest
 
 from logserver import auth
-from logserver.auth import Authenticator, FailedLoginThrottle, client_key
+from logserver.auth import (
+    ADDRESS_FAILURE_FACTOR,
+    Authenticator,
+    FailedLoginThrottle,
+    client_key,
+    hash_password,
+)
 from logserver.config import ServerConfig
 from logserver.filestore import FileStore
 from logserver.http import ApiServer, build_server
@@ -71,7 +78,7 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 async def attempt(client: Client, headers: dict[str, str]) -> tuple[int, str, str | None]:
     response = await client.get(
-        events_path("s"), params={"eventName": "A"}, headers={**headers, "X-Consumer-ID": "c"}
+        events_path("s"), params={"eventName": "A", "limit": "1"}, headers={**headers, "X-Consumer-ID": "c"}
     )
     body = await expect(response, response.status)
     return response.status, body, response.headers.get("Retry-After")
@@ -105,6 +112,29 @@ async def test_a_credential_that_worked_from_this_address_still_works_when_throt
     assert (await attempt(client, AUTH))[0] == 404  # authenticated: the stream doesn't exist
     await exhaust(client)
     assert (await attempt(client, basic(USER, "blocked")))[0] == 429
+    assert (await attempt(client, AUTH))[0] == 404
+
+
+async def test_guesses_at_one_user_leave_other_users_of_the_address_alone(
+    client: Client, config: ServerConfig
+) -> None:
+    with config.users_path.open("a") as users:
+        users.write(f"colleague:{hash_password('their own password')}\n")
+    await exhaust(client)
+    assert (await attempt(client, basic(USER, "blocked")))[0] == 429
+    # The issue-11 finding: this first request from the same address got 429.
+    assert (await attempt(client, basic("colleague", "their own password")))[0] == 404
+    assert (await attempt(client, basic("colleague", "a typo")))[0] == 401
+
+
+async def test_the_address_as_a_whole_has_a_looser_bound(client: Client, clock: ManualClock) -> None:
+    per_address = FAILURES_PER_MINUTE * ADDRESS_FAILURE_FACTOR
+    for i in range(per_address):  # one guess each at many names: no name's own bucket runs dry
+        assert (await attempt(client, basic(f"name-{i}", "guess")))[0] == 401
+    status, _, retry_after = await attempt(client, basic("yet-another-name", "guess"))
+    assert (status, retry_after) == (429, str(SECONDS_PER_TOKEN // ADDRESS_FAILURE_FACTOR))
+    assert (await attempt(client, AUTH))[0] == 429  # a new credential waits, as for one user
+    clock.now += SECONDS_PER_TOKEN
     assert (await attempt(client, AUTH))[0] == 404
 
 

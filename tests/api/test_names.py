@@ -47,7 +47,13 @@ HOSTILE = [
     ("a%2Fb", 400, None),
     ("nul%00byte", 400, None),
     ("%7E", 200, "~"),
-    ("%ED%A0%80", 200, "%ED%A0%80"),  # not UTF-8: aiohttp leaves it percent-encoded, a plain name
+    # Not UTF-8 (a surrogate, bytes no UTF-8 text has) or no escape at all: 400, no longer the
+    # literal text "%ED%A0%80" (issue 11). "%25FF" is how a name with a literal "%FF" is sent.
+    ("%ED%A0%80", 400, None),
+    ("%FF%FE", 400, None),
+    ("a%zzb", 400, None),
+    ("a%", 400, None),
+    ("%25FF", 200, "%FF"),
     ("x" * 256, 400, None),
 ]
 
@@ -70,7 +76,7 @@ async def test_hostile_names_never_touch_the_filesystem_outside_the_data_dir(
         answer, _, payload = await raw_request(
             host,
             port,
-            f"GET /api/v1/streams/{segment}/events?eventName=OrderPlaced HTTP/1.1",
+            f"GET /api/v1/streams/{segment}/events?eventName=OrderPlaced&limit=10 HTTP/1.1",
             consume_headers,
         )
         if stored_as is None:

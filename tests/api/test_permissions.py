@@ -56,7 +56,9 @@ async def post_event(client: Client, user: str, stream: str, body: bytes | None 
 
 async def get_events(client: Client, user: str, stream: str) -> ClientResponse:
     headers = {**basic(user), "X-Consumer-ID": user}
-    return await client.get(events_path(stream), params={"eventName": "OrderPlaced"}, headers=headers)
+    return await client.get(
+        events_path(stream), params={"eventName": "OrderPlaced", "limit": "10"}, headers=headers
+    )
 
 
 async def test_a_producer_limited_to_its_streams(client: Client) -> None:

@@ -86,7 +86,7 @@ async def test_the_api_over_tls(
             async with session.post(events, data=body, headers={**AUTH, "X-Producer-ID": "p"}) as response:
                 assert response.status == 200
                 event_id = orjson.loads(await response.read())
-            params = {"eventName": "Sealed"}
+            params = {"eventName": "Sealed", "limit": "10"}
             async with session.get(events, params=params, headers={**AUTH, "X-Consumer-ID": "c"}) as response:
                 [event] = orjson.loads(await response.read())
                 assert (event["eventId"], event["payload"]) == (event_id, {"n": 1})

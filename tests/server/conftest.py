@@ -38,6 +38,7 @@ class ServerProcess:
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)  # more `serve` flags
     cwd: Path | None = None  # the server's working directory (default: the test's)
+    preexec: Callable[[], None] | None = None  # run in the child before exec (e.g. setrlimit)
 
     @property
     def url(self) -> str:
@@ -54,7 +55,9 @@ class ServerProcess:
         command += ["--segment-bytes", str(self.segment_bytes), "--fsync-interval-ms", "50"]
         command += self.extra_args
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, cwd=self.cwd)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=log, cwd=self.cwd, preexec_fn=self.preexec
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

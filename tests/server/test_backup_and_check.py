@@ -119,7 +119,9 @@ async def test_check_and_repair_through_the_command_line(
     answered: list[str] = []
     stop = asyncio.Event()
     loader = asyncio.create_task(load(server, answered, stop))
-    await asyncio.sleep(0.5)
+    deadline = asyncio.get_running_loop().time() + 30
+    while len(answered) < 60 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)  # enough events for a few 4 KB segments, however busy the machine
     stop.set()
     await loader
 

@@ -179,6 +179,7 @@ STREAM_POOL = [
     "Webshop%20Orders",
     "%C3%9Cber%20Stra%C3%9Fe%20%E6%9D%B1%E4%BA%AC",
     "a%2Bb%20%23%201",
+    "orders.dlq",  # dead-letter streams take no producer's appends (issue 11)
 ]
 streams = st.one_of(st.sampled_from(STREAM_POOL), st.just(quote(BASELINE_STREAM)), segments)
 EVENT_NAMES = ["OrderPlaced", "OrderPaid", "Baseline"]
@@ -223,6 +224,9 @@ authorizations = st.one_of(
             b"Bearer token",
             b"Basic " + base64.b64encode(b"\xff\xfe:\x00"),
             b"basic " + AUTH["Authorization"].encode()[6:],
+            b"Basic \xc3\xa9",  # issue 11: a non-ASCII token was a 500
+            b"Basic \xff\xfe",
+            AUTH["Authorization"].encode() + b"\xc3\xa9",
         ]
     ),
     st.binary(max_size=40),
@@ -318,6 +322,12 @@ def _exactly(size: int) -> bytes:
     return _valid_event(pad=size - base)
 
 
+def _nested_event(levels: int) -> bytes:
+    """An event nested `levels` deep; from 253 on, orjson can't write the record (issue 11: a 500)."""
+    inner = b'{"a":' * (levels - 1) + b"1" + b"}" * (levels - 1)
+    return b'{"event": {"name": "A", "version": 1}, "payload": ' + inner + b"}"
+
+
 HOSTILE_BODIES = [
     b"",
     b"{",
@@ -348,6 +358,19 @@ HOSTILE_BODIES = [
     b'{"action": ["ACK"]}',
     _exactly(MAX_BODY_BYTES),
     _exactly(MAX_BODY_BYTES + 1),
+    _nested_event(129),
+    _nested_event(253),
+    _nested_event(254),
+    _nested_event(1022),
+    b"[" + _nested_event(300) + b"]",
+    # Retention bodies the server must refuse (issue 11; a valid one could delete baseline events).
+    b'{"maxBytes": "10"}',
+    b'{"maxbytes": 5}',
+    b'{"maxAgeSeconds": 1e15}',
+    b'{"maxAgeSeconds": 1e300}',
+    b'{"maxAgeSeconds": true}',
+    b'{"maxBytes": 0}',
+    b'{"maxBytes": 18446744073709551616}',
 ]
 
 bodies = st.one_of(
@@ -402,7 +425,16 @@ def requests(draw: st.DrawFn, known_ids: list[str]) -> RawRequest:
         method, body, role = draw(st.sampled_from(STANDARD_METHODS)), draw(bodies), b"X-Consumer-ID"
         path = draw(
             st.one_of(
-                st.sampled_from(["/health", "/", "/api/v1/streams", f"/api/v1/streams/{stream}"]),
+                st.sampled_from(
+                    [
+                        "/health",
+                        "/",
+                        "/api/v1/streams",
+                        f"/api/v1/streams/{stream}",
+                        f"/api/v1/streams/{stream}/retention",
+                        f"/api/v1/streams/{stream}/events:batch",
+                    ]
+                ),
                 st.lists(segments, max_size=6).map(lambda parts: "/" + "/".join(parts)),
             )
         )
