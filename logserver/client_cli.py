@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
 from logserver.client import (
@@ -196,7 +195,7 @@ def exit_code(error: LogserverError) -> int:
 def _client(args: argparse.Namespace) -> Client:
     """A client from --url/--user/--password, the LOGSERVER_* variables, or a password prompt."""
     user = args.user if args.user is not None else os.environ.get("LOGSERVER_USER") or None
-    password = args.password if args.password is not None else os.environ.get("LOGSERVER_PASSWORD")
+    password = args.password if args.password is not None else os.environ.get("LOGSERVER_PASSWORD") or None
     if user is not None and password is None:
         if not sys.stdin.isatty():
             raise UsageError("no password: give --password, set LOGSERVER_PASSWORD or run on a terminal")
@@ -397,11 +396,15 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _table(columns: list[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
-    """Print `rows` as a table of `columns` (header, key) on stdout."""
-    table = Table(*(header for header, _ in columns), box=None, header_style="bold")
-    for row in rows:
-        table.add_row(*("" if row.get(key) is None else f"{row[key]}" for _, key in columns))
-    Console(file=sys.stdout, soft_wrap=True).print(table)
+    """Print `rows` as aligned columns (header, key) on stdout; never cut, whatever the width."""
+    cells = [[header for header, _ in columns]]
+    cells += [["" if row.get(key) is None else f"{row[key]}" for _, key in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for line in cells:
+        sys.stdout.write(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+        sys.stdout.write("\n")
 
 
 def _listing(rows: list[dict[str, Any]], as_json: bool, columns: list[tuple[str, str]]) -> int:

@@ -54,7 +54,7 @@ class Connection:
         return cls(
             url=(url or environ.get("LOGSERVER_URL") or DEFAULT_URL).rstrip("/"),
             user=user if user is not None else environ.get("LOGSERVER_USER") or None,
-            password=password if password is not None else environ.get("LOGSERVER_PASSWORD"),
+            password=password if password is not None else environ.get("LOGSERVER_PASSWORD") or None,
             timeout=timeout,
         )
 
