@@ -266,6 +266,13 @@ def add_user(path: Path, name: str, password: str, permissions: Permissions | No
     write_users(path, users)
 
 
+def remove_user(path: Path, name: str) -> None:
+    """Remove a user, keeping the other lines; KeyError when there is no such user."""
+    users = read_users(path)
+    del users[name]
+    write_users(path, users)
+
+
 def create_first_user(path: Path) -> tuple[str, str] | None:
     """On first start, create the users file with a generated password; (name, password) or None.
 

@@ -1,4 +1,5 @@
-"""`logserver serve | user add | check | backup`; every serve flag also reads a LOGSERVER_* variable."""
+"""`logserver serve | user add|list|remove | check | backup`, and the client commands of client_cli.py;
+every serve flag also reads a LOGSERVER_* variable."""
 
 from __future__ import annotations
 
@@ -12,8 +13,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from logserver import __version__
-from logserver.auth import ACTIONS, FULL_ACCESS, Permissions, UsersFileError, add_user
+from logserver import __version__, client_cli
+from logserver.auth import (
+    ACTIONS,
+    FULL_ACCESS,
+    Permissions,
+    UsersFileError,
+    add_user,
+    read_users,
+    remove_user,
+)
 from logserver.config import SERVE_OPTIONS, ServerConfig, env_defaults, from_namespace
 from logserver.engine import EngineError
 from logserver.filestore.maintenance import backup, check_data_dir
@@ -80,21 +89,12 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
         help="may administer, produce to and consume from matching streams (repeatable)",
     )
     add.add_argument("--full-access", action="store_true", help="unrestricted, as a line without permissions")
-    where = add.add_mutually_exclusive_group()
-    where.add_argument(
-        "--users-file",
-        type=Path,
-        metavar="FILE",
-        default=env.get("users_file"),
-        help="users file [env LOGSERVER_USERS_FILE, default <data-dir>/users]",
-    )
-    where.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        default=env.get("data_dir", ServerConfig.data_dir),
-        help="data directory whose users file to change [env LOGSERVER_DATA_DIR, default data]",
-    )
+    _users_file_options(add, env)
+    listing = user_commands.add_parser("list", help="list the users and their permissions")
+    _users_file_options(listing, env)
+    remove = user_commands.add_parser("remove", help="remove a user (a running server drops it at once)")
+    remove.add_argument("name", metavar="NAME")
+    _users_file_options(remove, env)
     data_dir_help = "data directory [env LOGSERVER_DATA_DIR, default data]"
     check = commands.add_parser(
         "check",
@@ -125,7 +125,27 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
         default=env.get("data_dir", ServerConfig.data_dir),
         help=data_dir_help,
     )
+    client_cli.add_commands(commands)
     return parser
+
+
+def _users_file_options(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
+    """--users-file or --data-dir: which users file a `user` action works on."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--users-file",
+        type=Path,
+        metavar="FILE",
+        default=env.get("users_file"),
+        help="users file [env LOGSERVER_USERS_FILE, default <data-dir>/users]",
+    )
+    where.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        default=env.get("data_dir", ServerConfig.data_dir),
+        help="data directory whose users file to change [env LOGSERVER_DATA_DIR, default data]",
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -187,8 +207,14 @@ def _permissions(args: argparse.Namespace) -> Permissions | None:
     return Permissions(patterns["produce"], patterns["consume"], patterns["admin"])
 
 
-def _user_add(args: argparse.Namespace) -> int:
+def _users_path(args: argparse.Namespace) -> Path:
+    """The users file a `user` action names (--users-file, else the data dir's)."""
     users_file: Path = args.users_file or ServerConfig(data_dir=args.data_dir).users_path
+    return users_file
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    users_file = _users_path(args)
     try:
         permissions = _permissions(args)
         password = args.password if args.password is not None else _read_password()
@@ -198,6 +224,34 @@ def _user_add(args: argparse.Namespace) -> int:
         return 1
     print(f"logserver: user {args.name!r} saved in {users_file}", file=sys.stderr)
     return 0
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    try:
+        users = read_users(_users_path(args))
+    except UsersFileError as exc:
+        print(f"logserver: {exc}", file=sys.stderr)
+        return 1
+    for name, record in users.items():
+        print(f"{name}\t{record.permissions.to_field() or 'full access'}")
+    return 0
+
+
+def _user_remove(args: argparse.Namespace) -> int:
+    users_file = _users_path(args)
+    try:
+        remove_user(users_file, args.name)
+    except (KeyError, UsersFileError, OSError) as exc:
+        message = f"no user {args.name!r} in {users_file}" if isinstance(exc, KeyError) else exc
+        print(f"logserver: {message}", file=sys.stderr)
+        return 1
+    print(f"logserver: user {args.name!r} removed from {users_file}", file=sys.stderr)
+    return 0
+
+
+def _user(args: argparse.Namespace) -> int:
+    actions = {"add": _user_add, "list": _user_list, "remove": _user_remove}
+    return actions[args.user_command](args)
 
 
 def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -235,11 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"logserver: {exc}", file=sys.stderr)
         return 2
-    args = build_parser(env).parse_args(argv)
+    parser = build_parser(env)
+    args, extras = parser.parse_known_args(argv)
+    if extras and not client_cli.claim_arguments(args, extras):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "serve": _serve,
-        "user": _user_add,
+        "user": _user,
         "check": _check,
         "backup": _backup,
     }
-    return commands[args.command](args)
+    run: Callable[[argparse.Namespace], int] = getattr(args, "client_command", None) or commands[args.command]
+    return run(args)

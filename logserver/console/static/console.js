@@ -485,7 +485,7 @@ function consumerRow(row) {
     cell(numberText(row.acknowledged), "num"),
     cell(numberText(row.behind), "num"),
     cell(`${row.consumedPercentage}%`, "num"),
-    el("td", { class: "num muted", title: "the server does not report leases (ackWait) yet" }, "n/a"),
+    cell(numberText(row.inFlight ?? 0), "num"),
     el("td", {}, reset),
   );
 }
