@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any, NoReturn, cast
 
 import pytest
 
 from logserver.auth import Authenticator
 from logserver.config import ServerConfig
-from logserver.engine import StorageFull, StorageIOError
+from logserver.engine import Engine, StorageFull, StorageIOError
 from logserver.filestore import FileStore
 from logserver.http import build_server
 
@@ -54,14 +55,38 @@ async def test_health_reports_ok_and_the_stream_count(client: Client) -> None:
     await expect(await client.get("/health"), 200, {"status": "ok", "streams": 2})
 
 
-async def test_unexpected_exception_is_500_with_a_reference_that_is_in_the_log(
-    client: Client, store: FileStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    def explode(*args: object) -> bytes:
-        raise RuntimeError("secret internals")
+class FailingEngine:
+    """The file engine, but one operation raises `error`: the HTTP layer sees only the interface,
+    so this drives its error mapping without patching anything the engine runs (a compiled
+    build can't be patched)."""
 
+    def __init__(self, engine: Engine, operation: str, error: BaseException) -> None:
+        self._engine = engine
+        self._operation = operation
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        if name != self._operation:
+            return getattr(self._engine, name)
+
+        async def fail(*args: object) -> NoReturn:
+            raise self._error
+
+        return fail
+
+
+async def failing_client(
+    make_client: MakeClient, engine: Engine, config: ServerConfig, operation: str, error: BaseException
+) -> Client:
+    failing = cast(Engine, FailingEngine(engine, operation, error))
+    return await make_client(build_server(failing, Authenticator(config.users_path), config))
+
+
+async def test_unexpected_exception_is_500_with_a_reference_that_is_in_the_log(
+    make_client: MakeClient, engine: Engine, config: ServerConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await failing_client(make_client, engine, config, "consume", RuntimeError("secret internals"))
     await append_ok(client, "s")
-    monkeypatch.setattr(store.stream("s").consumers, "read", explode)
     with caplog.at_level(logging.ERROR, logger="logserver.http"):
         message = await expect(await consume(client, "s"), 500)
     match = re.fullmatch(r"Internal Server Error - ([0-9a-f]{16})", message)
@@ -69,6 +94,7 @@ async def test_unexpected_exception_is_500_with_a_reference_that_is_in_the_log(
     [record] = [r for r in caplog.records if match[1] in r.getMessage()]
     assert record.exc_info is not None
     assert "secret internals" in str(record.exc_info[1])
+    assert "secret" not in message
 
 
 @pytest.mark.parametrize(
@@ -79,18 +105,15 @@ async def test_unexpected_exception_is_500_with_a_reference_that_is_in_the_log(
     ],
 )
 async def test_storage_failures_map_to_their_status(
-    client: Client,
-    store: FileStore,
-    monkeypatch: pytest.MonkeyPatch,
+    make_client: MakeClient,
+    engine: Engine,
+    config: ServerConfig,
     error: Exception,
     status: int,
     message: str | None,
 ) -> None:
     # The engine's own fault tests produce these for real; here only the mapping is under test.
-    async def fail(*args: object) -> str:
-        raise error
-
-    monkeypatch.setattr(store, "append", fail)
+    client = await failing_client(make_client, engine, config, "append", error)
     body = await expect(await append(client, "s"), status)
     if message is not None:
         assert body == message
