@@ -19,6 +19,7 @@ ENV_PREFIX = "LOGSERVER_"
 MIB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_HEADER_BYTES = 256
+ENGINES = ("file", "jetstream")
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,20 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_level: str = "INFO"
+    engine: str = "file"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_monitor_url: str = "http://127.0.0.1:8222"
+    nats_replicas: int = 3
 
     def check(self) -> None:
         """Raise ValueError for settings that are each valid but wrong together."""
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key must be given together")
+        if self.engine == "jetstream" and self.fsync is not FsyncPolicy.ALWAYS:
+            raise ValueError(
+                "--fsync does not apply to --engine jetstream: durability is the NATS servers' "
+                "`sync_interval: always`, which the engine checks at start"
+            )
 
     @property
     def users_path(self) -> Path:
@@ -137,6 +147,12 @@ def _fsync_policy(text: str) -> FsyncPolicy:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {choices}") from None
 
 
+def _engine(text: str) -> str:
+    if text not in ENGINES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(ENGINES)}")
+    return text
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in LOG_LEVELS:
@@ -211,6 +227,15 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("tls_cert", Path, "PEM certificate chain: serve HTTPS (needs --tls-key)", "FILE"),
     Option("tls_key", Path, "PEM private key of --tls-cert", "FILE"),
     Option("log_level", _log_level, "DEBUG, INFO (with access log), WARNING or ERROR", "LEVEL"),
+    Option("engine", _engine, "storage engine: file (the data dir) or jetstream (a NATS cluster)", "ENGINE"),
+    Option("nats_url", str, "jetstream engine: NATS server URLs, comma-separated", "URLS"),
+    Option(
+        "nats_monitor_url",
+        str,
+        "jetstream engine: every NATS node's HTTP monitoring URL, comma-separated (checked at start)",
+        "URLS",
+    ),
+    Option("nats_replicas", _positive_int, "jetstream engine: replicas of each stream and bucket", "N"),
 )
 
 
