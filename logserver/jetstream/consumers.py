@@ -11,6 +11,8 @@ The bucket is created without direct gets: reads go to its leader and see the la
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from nats.js.kv import KeyValue
 from logserver.engine import EngineUnavailable
 
 MAX_CAS_ATTEMPTS = 100
+CONFLICT_PAUSE_SECONDS = 0.01  # up to this long (random) before a retry: colliding writers spread
 
 
 @dataclass
@@ -104,8 +107,11 @@ class ConsumerStore:
                 else:
                     await self._kv.update(key, record.encode(), last=revision)
                 return record
-            except KeyWrongLastSequenceError:
-                continue  # another gateway wrote first: re-read and apply again
+            except (KeyWrongLastSequenceError, KeyNotFoundError):
+                # Another gateway wrote first: re-read and apply again. (nats-py's create
+                # answers KeyNotFoundError while the other write is not applied yet.)
+                await asyncio.sleep(CONFLICT_PAUSE_SECONDS * random.random())
+                continue
         raise EngineUnavailable(f"consumer state {key} kept changing under {MAX_CAS_ATTEMPTS} attempts")
 
     async def records(self, filter_key: str) -> list[ConsumerRecord]:

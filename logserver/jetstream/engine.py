@@ -272,10 +272,15 @@ class JetStreamEngine:
             try:
                 await self._streams.create(digest(stream), record.encode())
                 log.info("stream %r created by producer %r", stream, producer_id)
-            except KeyWrongLastSequenceError:
-                pass  # another producer (or gateway) created it first: theirs is the record
-        found = await self._record(stream)
-        assert found is not None
+            except (KeyWrongLastSequenceError, KeyNotFoundError):
+                # Another producer (or gateway) created it first: theirs is the record. While
+                # its write is still being applied, the key reads as missing for a moment.
+                pass
+        deadline = asyncio.get_running_loop().time() + self._settings.publish_timeout_seconds
+        while (found := await self._record(stream)) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise EngineUnavailable(f"stream {stream!r}: its creation did not become visible")
+            await asyncio.sleep(RETRY_PAUSE_SECONDS / 10)
         return found
 
     def _stream_config(self, record: StreamRecord) -> StreamConfig:
@@ -292,7 +297,8 @@ class JetStreamEngine:
             discard=DiscardPolicy.OLD,
             allow_direct=True,
             allow_atomic=True,
-            duplicate_window=self._limits.idempotency_window_seconds,
+            # JetStream refuses a duplicate window longer than the stream's max age
+            duplicate_window=min(self._limits.idempotency_window_seconds, max_age or float("inf")),
             max_age=max_age if max_age is not None else 0,
             max_bytes=int(max_bytes) if max_bytes is not None else -1,
         )

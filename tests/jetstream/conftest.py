@@ -56,4 +56,3 @@ async def engine(open_engine: OpenEngine) -> JetStreamEngine:
 def stream() -> str:
     """A stream name of its own for each test (the cluster is shared by the session)."""
     return f"Test stream {uuid.uuid4().hex[:12]}"
-
