@@ -208,12 +208,19 @@ class JetStreamEngine:
         except (NatsError, OSError, TimeoutError) as exc:
             raise EngineUnavailable(f"cannot connect to NATS at {settings.servers}: {exc!r}") from exc
         js = connection.jetstream(timeout=PUBLISH_ATTEMPT_SECONDS * 2)
+        deadline = asyncio.get_running_loop().time() + settings.publish_timeout_seconds
+        keys_ttl = settings.limits.idempotency_window_seconds
         try:
-            with cluster_errors("opening the logserver buckets"):
-                streams = await _bucket(js, STREAMS_BUCKET, settings.replicas, None)
-                consumers = await _bucket(js, CONSUMERS_BUCKET, settings.replicas, None)
-                keys_ttl = settings.limits.idempotency_window_seconds
-                batch_keys = await _bucket(js, BATCH_KEYS_BUCKET, settings.replicas, keys_ttl)
+            while True:  # a bucket without a leader yet (an election) answers after a few seconds
+                try:
+                    streams = await _bucket(js, STREAMS_BUCKET, settings.replicas, None)
+                    consumers = await _bucket(js, CONSUMERS_BUCKET, settings.replicas, None)
+                    batch_keys = await _bucket(js, BATCH_KEYS_BUCKET, settings.replicas, keys_ttl)
+                    break
+                except (NatsError, TimeoutError) as exc:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise EngineUnavailable(f"opening the logserver buckets: {exc!r}") from exc
+                    await asyncio.sleep(RETRY_PAUSE_SECONDS)
         except BaseException:
             await connection.close()
             raise

@@ -1,0 +1,129 @@
+"""Fault test: kill -9 of the stream leader under appends, on a cluster of the test's own.
+
+Every append answered with an id must afterwards be readable with that id and sequence, from
+the surviving nodes and, after the killed node rejoins, from that node alone; nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from logserver.engine import Bound, EngineUnavailable, HistoryQuery
+from logserver.jetstream import JetStreamEngine, JetStreamSettings
+from logserver.jetstream.names import StreamNames
+
+from .cluster import NatsCluster, http_json
+
+pytestmark = pytest.mark.jetstream
+
+WRITERS = 4
+BEFORE_KILL_SECONDS = 1.0
+AFTER_KILL_SECONDS = 8.0
+CATCH_UP_SECONDS = 30.0
+
+
+async def append_until(
+    engine: JetStreamEngine,
+    stream: str,
+    counter: itertools.count[int],
+    stop_at: float,
+    answered: dict[int, str],
+) -> int:
+    """Append numbered events until `stop_at`; record the id of every answered one. Returns failures."""
+    failures = 0
+    while time.monotonic() < stop_at:
+        k = next(counter)
+        body = {"event": {"name": "Numbered", "version": 1}, "payload": {"k": k}}
+        try:
+            answered[k] = await engine.append(stream, "writer", body, None, None)
+        except EngineUnavailable:
+            failures += 1  # not answered: may or may not be stored, never twice
+    return failures
+
+
+def node_state(cluster: NatsCluster, node: str, js_stream: str) -> tuple[int, int, int, int]:
+    """(messages, bytes, first, last sequence) of the stream in one node's own store."""
+    details = http_json(f"{cluster.node(node).monitor_url}/jsz?streams=true")
+    for account in details.get("account_details", []):
+        for info in account.get("stream_detail", []):
+            if info["name"] == js_stream:
+                state = info["state"]
+                return (state["messages"], state["bytes"], state["first_seq"], state["last_seq"])
+    return (0, 0, 0, 0)
+
+
+def wait_for_leader(cluster: NatsCluster, js_stream: str) -> None:
+    """Block until the stream has a Raft leader again (an election takes a few seconds)."""
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    while True:
+        try:
+            cluster.stream_leader(js_stream)
+            return
+        except LookupError:
+            assert time.monotonic() < deadline, f"{js_stream} has no leader"
+            time.sleep(0.2)
+
+
+async def test_acknowledged_appends_survive_a_killed_stream_leader(tmp_path: Path) -> None:
+    cluster = NatsCluster(tmp_path).start()
+    try:
+        settings = JetStreamSettings(servers=cluster.urls, monitor_urls=cluster.monitor_urls)
+        engine = await JetStreamEngine.open(settings)
+        stream = "Orders under fire"
+        names = StreamNames(stream)
+        answered: dict[int, str] = {}
+        counter = itertools.count()
+        await engine.append(stream, "writer", {"event": {"name": "Start", "version": 1}}, None, None)
+        stop_at = time.monotonic() + BEFORE_KILL_SECONDS + AFTER_KILL_SECONDS
+        writers = [
+            asyncio.create_task(append_until(engine, stream, counter, stop_at, answered))
+            for _ in range(WRITERS)
+        ]
+        await asyncio.sleep(BEFORE_KILL_SECONDS)
+        leader = cluster.stream_leader(names.js_stream)
+        appended_before_kill = len(answered)
+        cluster.kill(leader)
+        await asyncio.gather(*writers)
+        assert appended_before_kill > 0
+        assert len(answered) > appended_before_kill, "no append was answered after the leader died"
+
+        page = await engine.history(stream, HistoryQuery(start=Bound(sequence=1), limit=1_000_000))
+        stored = [e for e in orjson.loads(page.body) if e["event"]["name"] == "Numbered"]
+        by_k = {e["payload"]["k"]: e for e in stored}
+        assert len(by_k) == len(stored), "an event was stored twice"
+        for k, event_id in answered.items():
+            assert by_k[k]["eventId"] == event_id
+        assert [e["sequence"] for e in orjson.loads(page.body)] == list(range(1, len(stored) + 2))
+        last_sequence = len(stored) + 1
+        await engine.close()
+
+        cluster.restart(leader)
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while node_state(cluster, leader, names.js_stream)[3] < last_sequence:
+            assert time.monotonic() < deadline, "the rejoined node did not catch up"
+            await asyncio.sleep(0.2)
+        # Every node's own store reports the same stream (count, bytes, first and last sequence).
+        states = {node.name: node_state(cluster, node.name, names.js_stream) for node in cluster.nodes}
+        assert len(set(states.values())) == 1, states
+        # With one of the nodes that never went down killed, the rejoined node is one of the two
+        # replicas left (a quorum): the reads must still answer every acknowledged event.
+        survivor = next(node.name for node in cluster.nodes if node.name != leader)
+        cluster.kill(survivor)
+        for js_stream in (names.js_stream, "KV_logserver-streams", "KV_logserver-consumers"):
+            wait_for_leader(cluster, js_stream)
+        running = [node.monitor_url for node in cluster.nodes if node.running]  # the preflight checks these
+        engine = await JetStreamEngine.open(JetStreamSettings(servers=cluster.urls, monitor_urls=running))
+        try:
+            page = await engine.history(stream, HistoryQuery(start=Bound(sequence=1), limit=1_000_000))
+        finally:
+            await engine.close()
+        after_rejoin = {e["payload"]["k"]: e["eventId"] for e in orjson.loads(page.body)[1:]}
+        assert after_rejoin == {k: e["eventId"] for k, e in by_k.items()}
+    finally:
+        cluster.stop()
