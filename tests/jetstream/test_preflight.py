@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from logserver.config import ServerConfig
 from logserver.engine import EngineUnavailable
-from logserver.jetstream import JetStreamEngine, JetStreamSettings, NatsServerRefused
+from logserver.jetstream import JetStreamEngine, JetStreamSettings, NatsServerRefused, settings_from
 from logserver.jetstream.preflight import check_varz, parse_version
+from logserver.storage import FsyncPolicy
 
 from .cluster import NatsCluster, free_port
 
@@ -65,3 +67,23 @@ def test_old_servers_and_servers_without_jetstream_are_refused() -> None:
     with pytest.raises(NatsServerRefused, match="JetStream enabled"):
         check_varz("u", {"version": "2.15.1", "jetstream": {}})
     assert parse_version("2.12.0-RC.3") == (2, 12, 0)
+
+
+def test_serve_refuses_fsync_settings_the_cluster_decides() -> None:
+    with pytest.raises(ValueError, match="sync_interval: always"):
+        ServerConfig(engine="jetstream", fsync=FsyncPolicy.NEVER).check()
+    ServerConfig(engine="jetstream").check()
+
+
+def test_serve_options_become_engine_settings() -> None:
+    config = ServerConfig(
+        engine="jetstream",
+        nats_url="nats://a:4222, nats://b:4222",
+        nats_monitor_url="http://a:8222,http://b:8222",
+        nats_replicas=5,
+        max_deliveries=7,
+    )
+    settings = settings_from(config)
+    assert settings.servers == ["nats://a:4222", "nats://b:4222"]
+    assert settings.monitor_urls == ["http://a:8222", "http://b:8222"]
+    assert (settings.replicas, settings.limits.max_deliveries) == (5, 7)
