@@ -60,6 +60,10 @@ def test_every_option_can_come_from_the_environment() -> None:
         "LOGSERVER_TLS_CERT": "c.pem",
         "LOGSERVER_TLS_KEY": "k.pem",
         "LOGSERVER_LOG_LEVEL": "debug",
+        "LOGSERVER_ENGINE": "file",
+        "LOGSERVER_NATS_URL": "nats://a:4222,nats://b:4222",
+        "LOGSERVER_NATS_MONITOR_URL": "http://a:8222",
+        "LOGSERVER_NATS_REPLICAS": "5",
     }
     assert {o.env for o in SERVE_OPTIONS} == set(environ)
     assert serve_config([], environ) == ServerConfig(
@@ -85,6 +89,10 @@ def test_every_option_can_come_from_the_environment() -> None:
         tls_cert=Path("c.pem"),
         tls_key=Path("k.pem"),
         log_level="DEBUG",
+        engine="file",
+        nats_url="nats://a:4222,nats://b:4222",
+        nats_monitor_url="http://a:8222",
+        nats_replicas=5,
     )
 
 
