@@ -191,6 +191,10 @@ class JetStreamEngine:
         self._created: set[str] = set()  # JetStream streams known to exist
         self._last_seen: dict[str, int] = {}  # the highest sequence this gateway saw, per stream
         self._waiting: dict[str, int] = {}  # long-poll readers waiting here, per stream
+        # Per (stream, subject): how far this gateway's reads of that subject have looked; a
+        # long-poll that starts later first asks the leader for anything after it (appended
+        # between a consume and the wait's subscription, which a wake-up would have missed).
+        self._covered: dict[tuple[str, str], int] = {}
 
     # ---- opening and closing ----------------------------------------------------------------
 
@@ -516,6 +520,11 @@ class JetStreamEngine:
             for event_name, sequence in last_by_name.items():
                 await self._nc.publish(record.names.notify_subject(event_name), b"%d" % sequence)
 
+    def _cover(self, stream: str, subject: str, sequence: int) -> None:
+        key = (stream, subject)
+        if sequence > self._covered.get(key, 0):
+            self._covered[key] = sequence
+
     def _saw(self, stream: str, sequence: int) -> None:
         if sequence > self._last_seen.get(stream, 0):
             self._last_seen[stream] = sequence
@@ -539,6 +548,8 @@ class JetStreamEngine:
         js_stream = record.names.js_stream
         found: list[StoredMessage] = []
         cursor = max(start, 1)
+        if subject is not None:
+            self._cover(record.name, subject, cursor - 1)
         with cluster_errors(f"reading stream {record.name!r}"):
             while len(found) < limit and (until is None or cursor < until):
                 page = await self._reader.batch(js_stream, cursor, subject, READ_PAGE)
@@ -551,6 +562,8 @@ class JetStreamEngine:
                     if until is not None and message.sequence >= until:
                         return found
                     self._saw(record.name, message.sequence)
+                    if subject is not None:
+                        self._cover(record.name, subject, message.sequence)
                     if wanted(message):
                         found.append(message)
                         if len(found) == limit:
@@ -665,11 +678,18 @@ class JetStreamEngine:
         record = await self._readable(stream)
         names = record.names
         subject = names.notify_subject(event_name) if event_name is not None else names.all_notifications
+        events = names.subject(event_name) if event_name is not None else None
+        if events is not None:
+            looked = self._covered.get((stream, events), 0)
+        else:
+            looked = self._last_seen.get(stream, 0)
         self._waiting[stream] = self._waiting.get(stream, 0) + 1
         try:
             with cluster_errors("waiting for events"):
                 subscription = await self._nc.subscribe(subject, max_msgs=1)
                 try:
+                    if await self._reader.leader_next(names.js_stream, looked, events) is not None:
+                        return True  # stored before the subscription began
                     message = await subscription.next_msg(timeout=timeout)
                 except (TimeoutError, nats.errors.TimeoutError):
                     return False

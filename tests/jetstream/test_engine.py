@@ -294,6 +294,20 @@ async def test_long_poll_wakes_on_an_append_through_another_gateway(
         await reader.wait_for_events(f"{stream} missing", None, 0.1)
 
 
+async def test_long_poll_sees_an_append_between_the_read_and_the_wait(
+    open_engine: OpenEngine, stream: str
+) -> None:
+    reader, writer = await open_engine(), await open_engine()
+    await writer.append(stream, "p", event("Other"), None, None)
+    assert await reader.consume(stream, "OrderPlaced", "c", 10) == b"[]"
+    await writer.append(stream, "p", event(), None, None)  # before the wait subscribes
+    started = asyncio.get_running_loop().time()
+    assert await reader.wait_for_events(stream, "OrderPlaced", 10.0) is True
+    assert asyncio.get_running_loop().time() - started < 5.0
+    assert sequences(await reader.consume(stream, "OrderPlaced", "c", 10)) == [2]
+    assert await reader.wait_for_events(stream, "OrderPlaced", 0.3) is False  # read already: no wake-up
+
+
 async def test_the_stream_limit_refuses_new_streams(open_engine: OpenEngine, stream: str) -> None:
     existing = (await (await open_engine()).health()).streams
     engine = await open_engine(max_streams=existing + 1)

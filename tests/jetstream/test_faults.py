@@ -127,3 +127,33 @@ async def test_acknowledged_appends_survive_a_killed_stream_leader(tmp_path: Pat
         assert after_rejoin == {k: e["eventId"] for k, e in by_k.items()}
     finally:
         cluster.stop()
+
+
+async def test_a_cluster_without_quorum_is_unavailable_then_recovers(tmp_path: Path) -> None:
+    cluster = NatsCluster(tmp_path).start()
+    try:
+        settings = JetStreamSettings(
+            servers=cluster.urls, monitor_urls=cluster.monitor_urls, publish_timeout_seconds=3.0
+        )
+        engine = await JetStreamEngine.open(settings)
+        body = {"event": {"name": "Numbered", "version": 1}, "payload": {"k": 0}}
+        first = await engine.append("Quorum", "writer", body, None, None)
+        lost = [node.name for node in cluster.nodes[:2]]
+        for name in lost:
+            cluster.kill(name)
+        with pytest.raises(EngineUnavailable):
+            await engine.append("Quorum", "writer", body, None, None)
+        with pytest.raises(EngineUnavailable):
+            await engine.ack("Quorum", "c", first)
+        for name in lost:
+            cluster.restart(name)
+        for js_stream in (StreamNames("Quorum").js_stream, "KV_logserver-consumers"):
+            wait_for_leader(cluster, js_stream)
+        second = await engine.append("Quorum", "writer", body, None, None)
+        await engine.ack("Quorum", "c", first)
+        assert [e["eventId"] for e in orjson.loads(await engine.consume("Quorum", "Numbered", "c", 10))] == [
+            second
+        ]
+        await engine.close()
+    finally:
+        cluster.stop()
