@@ -12,6 +12,7 @@ The bucket is created without direct gets: reads go to its leader and see the la
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from logserver.engine import EngineUnavailable
+
+from .retry import through_elections
 
 MAX_CAS_ATTEMPTS = 100
 CONFLICT_PAUSE_SECONDS = 0.01  # up to this long (random) before a retry: colliding writers spread
@@ -83,17 +86,25 @@ Change = Callable[[ConsumerRecord], Awaitable[bool]]
 class ConsumerStore:
     """The consumers bucket. Holds no state of its own; any number of gateways share it."""
 
-    def __init__(self, bucket: KeyValue) -> None:
+    def __init__(self, bucket: KeyValue, retry_seconds: float) -> None:
         self._kv = bucket
+        self._retry_seconds = retry_seconds
 
     async def load(self, key: str, consumer: str, event_name: str) -> tuple[ConsumerRecord, int]:
         """The record and its revision (0: not written yet, a fresh record)."""
         try:
-            entry = await self._kv.get(key)
+            entry = await through_elections(lambda: self._kv.get(key), self._retry_seconds, "consumer state")
         except KeyNotFoundError:
             return ConsumerRecord(consumer, event_name), 0
         assert entry.value is not None
         return ConsumerRecord.decode(entry.value), entry.revision or 0
+
+    async def _write(self, key: str, record: ConsumerRecord, revision: int) -> None:
+        """Create (revision 0) or compare-and-swap one record."""
+        if revision == 0:
+            await self._kv.create(key, record.encode())
+        else:
+            await self._kv.update(key, record.encode(), last=revision)
 
     async def change(self, key: str, consumer: str, event_name: str, apply: Change) -> ConsumerRecord:
         """Apply `apply` to the current record and write it if it says so, retrying on conflict."""
@@ -102,10 +113,11 @@ class ConsumerStore:
             if not await apply(record):
                 return record
             try:
-                if revision == 0:
-                    await self._kv.create(key, record.encode())
-                else:
-                    await self._kv.update(key, record.encode(), last=revision)
+                await through_elections(
+                    functools.partial(self._write, key, record, revision),
+                    self._retry_seconds,
+                    "consumer state",
+                )
                 return record
             except (KeyWrongLastSequenceError, KeyNotFoundError):
                 # Another gateway wrote first: re-read and apply again. (nats-py's create

@@ -26,10 +26,10 @@ import dataclasses
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import orjson
@@ -82,6 +82,7 @@ from .names import (
 )
 from .preflight import check_servers
 from .reads import MessageReader, StoredMessage, received_at
+from .retry import RETRY_PAUSE_SECONDS, through_elections
 
 log = logging.getLogger("logserver.jetstream")
 
@@ -92,9 +93,9 @@ MAX_ATOMIC_BATCH = 1000  # the server's limit of messages in one atomic batch
 READ_PAGE = 256  # messages per batched direct get
 WRONG_LAST_SEQUENCE = 10071
 BATCH_DUPLICATE_MESSAGE_ID = 10201
-RETRY_PAUSE_SECONDS = 0.25
 PUBLISH_ATTEMPT_SECONDS = 2.0
 INTERNAL_MSG_ID_PREFIX = "logserver-append-"
+T = TypeVar("T")
 _CURRENT_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
 
 
@@ -184,7 +185,7 @@ class JetStreamEngine:
         self._nc = connection
         self._js = js
         self._streams = streams
-        self._consumers = ConsumerStore(consumers)
+        self._consumers = ConsumerStore(consumers, settings.publish_timeout_seconds)
         self._batch_keys = batch_keys
         self._reader = MessageReader(connection)
         self._records: dict[str, StreamRecord] = {}  # owners and prefixes never change
@@ -245,7 +246,7 @@ class JetStreamEngine:
         check_stream_name(stream)
         with cluster_errors(f"reading stream {stream!r}"):
             try:
-                entry = await self._streams.get(digest(stream))
+                entry = await self._retrying(lambda: self._streams.get(digest(stream)), "reading a stream")
             except KeyNotFoundError:
                 return None
         assert entry.value is not None
@@ -276,12 +277,16 @@ class JetStreamEngine:
     async def _create(self, stream: str, producer_id: str) -> StreamRecord:
         """Create the stream's record create-only: of racing first producers exactly one wins."""
         with cluster_errors(f"creating stream {stream!r}"):
-            info = await self._js.stream_info(f"KV_{STREAMS_BUCKET}")
+            info = await self._retrying(
+                lambda: self._js.stream_info(f"KV_{STREAMS_BUCKET}"), "counting streams"
+            )
             if info.state.messages >= self._limits.max_streams:
                 raise StreamLimitReached(self._limits.max_streams)
             record = StreamRecord(stream, producer_id, _utc_now(), secrets.randbits(64))
             try:
-                await self._streams.create(digest(stream), record.encode())
+                await self._retrying(
+                    lambda: self._streams.create(digest(stream), record.encode()), "creating"
+                )
                 log.info("stream %r created by producer %r", stream, producer_id)
             except (KeyWrongLastSequenceError, KeyNotFoundError):
                 # Another producer (or gateway) created it first: theirs is the record. While
@@ -293,6 +298,10 @@ class JetStreamEngine:
                 raise EngineUnavailable(f"stream {stream!r}: its creation did not become visible")
             await asyncio.sleep(RETRY_PAUSE_SECONDS / 10)
         return found
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        """`operation` retried through a leader election (for repeatable operations only)."""
+        return await through_elections(operation, self._settings.publish_timeout_seconds, what)
 
     def _stream_config(self, record: StreamRecord) -> StreamConfig:
         own = record.retention or {}
@@ -319,21 +328,28 @@ class JetStreamEngine:
         if record.name in self._created:
             return
         names = record.names
-        with cluster_errors(f"creating stream {record.name!r}"):
+
+        async def create() -> None:
             try:
                 await self._js.stream_info(names.js_stream)
             except NotFoundError:
                 await self._js.add_stream(self._stream_config(record))
+
+        with cluster_errors(f"creating stream {record.name!r}"):
+            await self._retrying(create, "creating a stream")
         self._created.add(record.name)
 
     async def _state(self, record: StreamRecord, per_subject: bool = False) -> dict[str, Any]:
         """STREAM.INFO's state of the stream (per-subject counts when asked), from the leader."""
         request: dict[str, Any] = {"subjects_filter": record.names.all_events} if per_subject else {}
         with cluster_errors(f"reading stream {record.name!r}"):
-            reply = await self._nc.request(
-                f"$JS.API.STREAM.INFO.{record.names.js_stream}",
-                orjson.dumps(request),
-                PUBLISH_ATTEMPT_SECONDS,
+            reply = await self._retrying(
+                lambda: self._nc.request(
+                    f"$JS.API.STREAM.INFO.{record.names.js_stream}",
+                    orjson.dumps(request),
+                    PUBLISH_ATTEMPT_SECONDS,
+                ),
+                "reading a stream's state",
             )
         answer = orjson.loads(reply.data)
         if "error" in answer:
