@@ -1,7 +1,9 @@
-"""Fault test: kill -9 of the stream leader under appends, on a cluster of the test's own.
+"""Fault tests: kill -9 of the stream leader or a follower under appends, and of two nodes of three,
+each on a cluster of the test's own.
 
-Every append answered with an id must afterwards be readable with that id and sequence, from
-the surviving nodes and, after the killed node rejoins, from that node alone; nothing twice.
+Every append answered with an id must afterwards be readable with that id and sequence, once,
+from the surviving nodes; after the killed node rejoins, every node's store must report the same
+stream, and the reads must still be right with one of the nodes that never went down killed.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def wait_for_leader(cluster: NatsCluster, js_stream: str) -> None:
             time.sleep(0.2)
 
 
-async def test_acknowledged_appends_survive_a_killed_stream_leader(tmp_path: Path) -> None:
+@pytest.mark.parametrize("victim", ["leader", "follower"])
+async def test_acknowledged_appends_survive_a_killed_node(tmp_path: Path, victim: str) -> None:
     cluster = NatsCluster(tmp_path).start()
     try:
         settings = JetStreamSettings(servers=cluster.urls, monitor_urls=cluster.monitor_urls)
@@ -86,12 +89,14 @@ async def test_acknowledged_appends_survive_a_killed_stream_leader(tmp_path: Pat
             for _ in range(WRITERS)
         ]
         await asyncio.sleep(BEFORE_KILL_SECONDS)
-        leader = cluster.stream_leader(names.js_stream)
+        killed = cluster.stream_leader(names.js_stream)
+        if victim == "follower":
+            killed = next(node.name for node in cluster.nodes if node.name != killed)
         appended_before_kill = len(answered)
-        cluster.kill(leader)
+        cluster.kill(killed)
         await asyncio.gather(*writers)
         assert appended_before_kill > 0
-        assert len(answered) > appended_before_kill, "no append was answered after the leader died"
+        assert len(answered) > appended_before_kill, f"no append was answered after the {victim} died"
 
         page = await engine.history(stream, HistoryQuery(start=Bound(sequence=1), limit=1_000_000))
         stored = [e for e in orjson.loads(page.body) if e["event"]["name"] == "Numbered"]
@@ -103,9 +108,9 @@ async def test_acknowledged_appends_survive_a_killed_stream_leader(tmp_path: Pat
         last_sequence = len(stored) + 1
         await engine.close()
 
-        cluster.restart(leader)
+        cluster.restart(killed)
         deadline = time.monotonic() + CATCH_UP_SECONDS
-        while node_state(cluster, leader, names.js_stream)[3] < last_sequence:
+        while node_state(cluster, killed, names.js_stream)[3] < last_sequence:
             assert time.monotonic() < deadline, "the rejoined node did not catch up"
             await asyncio.sleep(0.2)
         # Every node's own store reports the same stream (count, bytes, first and last sequence).
@@ -113,7 +118,7 @@ async def test_acknowledged_appends_survive_a_killed_stream_leader(tmp_path: Pat
         assert len(set(states.values())) == 1, states
         # With one of the nodes that never went down killed, the rejoined node is one of the two
         # replicas left (a quorum): the reads must still answer every acknowledged event.
-        survivor = next(node.name for node in cluster.nodes if node.name != leader)
+        survivor = next(node.name for node in cluster.nodes if node.name != killed)
         cluster.kill(survivor)
         for js_stream in (names.js_stream, "KV_logserver-streams", "KV_logserver-consumers"):
             wait_for_leader(cluster, js_stream)
@@ -151,9 +156,10 @@ async def test_a_cluster_without_quorum_is_unavailable_then_recovers(tmp_path: P
             wait_for_leader(cluster, js_stream)
         second = await engine.append("Quorum", "writer", body, None, None)
         await engine.ack("Quorum", "c", first)
-        assert [e["eventId"] for e in orjson.loads(await engine.consume("Quorum", "Numbered", "c", 10))] == [
-            second
-        ]
+        # The refused append's outcome was unknown (503): it may have been stored once the
+        # nodes came back, never twice; the one answered since is there, last.
+        unacked = [e["eventId"] for e in orjson.loads(await engine.consume("Quorum", "Numbered", "c", 10))]
+        assert unacked[-1] == second and len(unacked) <= 2
         await engine.close()
     finally:
         cluster.stop()
