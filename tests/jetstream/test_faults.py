@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -163,3 +166,40 @@ async def test_a_cluster_without_quorum_is_unavailable_then_recovers(tmp_path: P
         await engine.close()
     finally:
         cluster.stop()
+
+
+async def test_a_killed_gateway_loses_no_answered_append_or_ack(
+    nats_cluster: NatsCluster, stream: str
+) -> None:
+    script = Path(__file__).with_name("gateway_process.py")
+    args = [",".join(nats_cluster.urls), ",".join(nats_cluster.monitor_urls), stream]
+    child = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    appended: dict[int, str] = {}
+    acked: list[str] = []
+    try:
+        deadline = time.monotonic() + 30.0
+        while len(acked) < 50:  # a few dozen answered, then kill -9 in the middle of the next ones
+            assert time.monotonic() < deadline, "the gateway process did not get going"
+            line = await asyncio.to_thread(child.stdout.readline)
+            assert line, "the gateway process ended"
+            kind, *rest = line.split()
+            if kind == "appended":
+                appended[int(rest[0])] = rest[1]
+            else:
+                acked.append(rest[0])
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    engine = await JetStreamEngine.open(JetStreamSettings(nats_cluster.urls, nats_cluster.monitor_urls))
+    try:
+        page = await engine.history(stream, HistoryQuery(start=Bound(sequence=1), limit=100_000))
+        stored = orjson.loads(page.body)
+        by_k = {e["payload"]["k"]: e["eventId"] for e in stored}
+        assert len(by_k) == len(stored), "an event was stored twice"
+        assert all(by_k[k] == event_id for k, event_id in appended.items())
+        unacked = {e["eventId"] for e in orjson.loads(await engine.consume(stream, "Numbered", "c", 1000))}
+        assert not unacked & set(acked), "an answered ack was lost"
+    finally:
+        await engine.close()
