@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -83,35 +84,109 @@ class ConsumerRecord:
 Change = Callable[[ConsumerRecord], Awaitable[bool]]
 
 
+class Pending(NamedTuple):
+    """One queued change of a key and the future its caller awaits."""
+
+    apply: Change
+    settle: Change | None
+    done: asyncio.Future[ConsumerRecord]
+
+
 class ConsumerStore:
-    """The consumers bucket. Holds no state of its own; any number of gateways share it."""
+    """The consumers bucket, shared by every gateway; in this gateway, a combiner per key.
+
+    Concurrent changes of one key in this gateway are applied together, in arrival order, in
+    one compare-and-swap write by one writer task (without it, 200 acks of one consumer at
+    once kept colliding with each other); changes from other gateways still meet by CAS.
+    The last revision this gateway wrote or read of a key is kept, so a change usually writes
+    without reading first; a conflict reads the key again. Single event loop.
+    """
 
     def __init__(self, bucket: KeyValue, retry_seconds: float) -> None:
         self._kv = bucket
         self._retry_seconds = retry_seconds
+        self._pending: dict[str, list[Pending]] = {}
+        self._last: dict[str, tuple[bytes, int]] = {}  # key -> (value, revision) last seen here
 
     async def load(self, key: str, consumer: str, event_name: str) -> tuple[ConsumerRecord, int]:
-        """The record and its revision (0: not written yet, a fresh record)."""
+        """The record and its revision (0: not written yet, a fresh record), read from the leader."""
         try:
             entry = await through_elections(lambda: self._kv.get(key), self._retry_seconds, "consumer state")
         except KeyNotFoundError:
             return ConsumerRecord(consumer, event_name), 0
         assert entry.value is not None
-        return ConsumerRecord.decode(entry.value), entry.revision or 0
+        revision = entry.revision or 0
+        known = self._last.get(key)
+        if known is None or known[1] < revision:
+            self._last[key] = (entry.value, revision)
+        return ConsumerRecord.decode(entry.value), revision
 
     async def _write(self, key: str, record: ConsumerRecord, revision: int) -> None:
         """Create (revision 0) or compare-and-swap one record."""
+        value = record.encode()
         if revision == 0:
-            await self._kv.create(key, record.encode())
+            written = await self._kv.create(key, value)
         else:
-            await self._kv.update(key, record.encode(), last=revision)
+            written = await self._kv.update(key, value, last=revision)
+        self._last[key] = (value, written)
 
-    async def change(self, key: str, consumer: str, event_name: str, apply: Change) -> ConsumerRecord:
-        """Apply `apply` to the current record and write it if it says so, retrying on conflict."""
+    async def change(
+        self, key: str, consumer: str, event_name: str, apply: Change, settle: Change | None = None
+    ) -> ConsumerRecord:
+        """Apply `apply` to the current record and write it if it says so; durable on return.
+
+        `settle` runs once after a round's changes when any changed the record (an ack's move
+        of the position: once for all the acks of the round, not once each).
+        """
+        done: asyncio.Future[ConsumerRecord] = asyncio.get_running_loop().create_future()
+        queue = self._pending.get(key)
+        if queue is None:
+            queue = self._pending[key] = []
+            asyncio.create_task(self._drain(key, consumer, event_name, queue))  # noqa: RUF006 - ends itself
+        queue.append(Pending(apply, settle, done))
+        return await asyncio.shield(done)  # a cancelled caller does not stop the others' write
+
+    async def _drain(self, key: str, consumer: str, event_name: str, queue: list[Pending]) -> None:
+        """Write the key's queued changes, a round at a time, until none are left."""
+        try:
+            await asyncio.sleep(0)  # let the changes that arrive with the first one join it
+            while queue:
+                round_ = queue[:]
+                del queue[:]
+                try:
+                    record = await self._apply_all(key, consumer, event_name, round_)
+                except Exception as exc:
+                    for pending in round_:
+                        if not pending.done.done():
+                            pending.done.set_exception(exc)
+                else:
+                    for pending in round_:
+                        if not pending.done.done():
+                            pending.done.set_result(record)
+        finally:
+            del self._pending[key]
+
+    async def _apply_all(
+        self, key: str, consumer: str, event_name: str, round_: list[Pending]
+    ) -> ConsumerRecord:
+        """One CAS cycle for several changes, retried on conflict."""
+        known = self._last.get(key)
         for _ in range(MAX_CAS_ATTEMPTS):
-            record, revision = await self.load(key, consumer, event_name)
-            if not await apply(record):
-                return record
+            if known is not None:
+                record, revision = ConsumerRecord.decode(known[0]), known[1]
+            else:
+                record, revision = await self.load(key, consumer, event_name)
+            changed = False
+            for pending in round_:
+                changed |= await pending.apply(record)
+            settle = next((p.settle for p in round_ if p.settle is not None), None)
+            if changed and settle is not None:  # every change of one key brings the same settle
+                await settle(record)
+            if not changed:
+                if known is None:
+                    return record
+                known = None  # "nothing to do" is trusted from a fresh read only (a seek elsewhere)
+                continue
             try:
                 await through_elections(
                     functools.partial(self._write, key, record, revision),
@@ -120,10 +195,11 @@ class ConsumerStore:
                 )
                 return record
             except (KeyWrongLastSequenceError, KeyNotFoundError):
-                # Another gateway wrote first: re-read and apply again. (nats-py's create
-                # answers KeyNotFoundError while the other write is not applied yet.)
+                # Another gateway wrote first (or this gateway's copy was old): read and apply
+                # again. nats-py's create answers KeyNotFoundError while the other write is
+                # not applied yet.
+                known = None
                 await asyncio.sleep(CONFLICT_PAUSE_SECONDS * random.random())
-                continue
         raise EngineUnavailable(f"consumer state {key} kept changing under {MAX_CAS_ATTEMPTS} attempts")
 
     async def records(self, filter_key: str) -> list[ConsumerRecord]:

@@ -772,13 +772,15 @@ class JetStreamEngine:
                 if not state.is_acked(sequence):
                     state.acked.add(sequence)
                     changed = True
-            if changed:
-                await self._advance(record, subject, state)
             return changed
+
+        async def advance(state: ConsumerRecord) -> bool:
+            await self._advance(record, subject, state)
+            return True
 
         key = record.names.consumer_key(consumer_id, event_name)
         with cluster_errors(f"acknowledging for consumer {consumer_id!r}"):
-            await self._consumers.change(key, consumer_id, event_name, acknowledge)
+            await self._consumers.change(key, consumer_id, event_name, acknowledge, settle=advance)
 
     async def _advance(self, record: StreamRecord, subject: str, state: ConsumerRecord) -> None:
         """Move the position over the acknowledged events that follow it without a gap.
@@ -787,9 +789,10 @@ class JetStreamEngine:
         and dropped. A lagging replica only stops the walk early, it never skips an event.
         """
         js_stream = record.names.js_stream
+        size = 1  # usually the next event is not acknowledged yet: read one, more only while they are
         while state.acked:
             page = await self._reader.batch(
-                js_stream, state.position + 1, subject, min(len(state.acked) + 1, READ_PAGE)
+                js_stream, state.position + 1, subject, min(size, len(state.acked))
             )
             if not page:
                 return
@@ -799,6 +802,7 @@ class JetStreamEngine:
                     return
                 state.acked.remove(message.sequence)
                 state.position = message.sequence
+            size = min(size * 2, READ_PAGE)
 
     async def nack(self, stream: str, consumer_id: str, event_id: str) -> None:
         record = await self._readable(stream)

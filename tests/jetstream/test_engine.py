@@ -334,3 +334,24 @@ def test_event_name_tokens_round_trip_any_text() -> None:
         token = name_token(name)
         assert all(c.isalnum() or c in "-_" for c in token)
         assert name_from_token(token) == name
+
+
+async def test_hundreds_of_concurrent_acks_in_one_gateway_are_all_kept(
+    engine: JetStreamEngine, stream: str
+) -> None:
+    ids = await engine.append_batch(stream, "p", [event(k=k) for k in range(300)], None, None)
+    await asyncio.gather(*(engine.ack(stream, "c", event_id) for event_id in reversed(ids)))
+    assert await engine.consume(stream, "OrderPlaced", "c", 1000) == b"[]"
+    [lag] = await engine.consumer_lag(stream)
+    assert (lag["position"], lag["acknowledgedOutOfOrder"]) == (300, 0)
+
+
+async def test_an_ack_after_another_gateway_rewound_the_consumer_is_recorded(
+    open_engine: OpenEngine, stream: str
+) -> None:
+    acker, rewinder = await open_engine(), await open_engine()
+    ids = [await acker.append(stream, "p", event(k=k), None, None) for k in range(2)]
+    await acker.ack(stream, "c", ids[0])
+    await rewinder.seek(stream, "c", Bound(edge="start"), None)
+    await acker.ack(stream, "c", ids[0])  # its own last copy of the state says "acked already"
+    assert sequences(await rewinder.consume(stream, "OrderPlaced", "c", 10)) == [2]
