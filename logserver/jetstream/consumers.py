@@ -202,18 +202,18 @@ class ConsumerStore:
                 await asyncio.sleep(CONFLICT_PAUSE_SECONDS * random.random())
         raise EngineUnavailable(f"consumer state {key} kept changing under {MAX_CAS_ATTEMPTS} attempts")
 
-    async def records(self, filter_key: str) -> list[ConsumerRecord]:
-        """Every record whose key matches `filter_key` (a stream's consumers)."""
-        watcher = await self._kv.watch(filter_key, ignore_deletes=True)
+    async def records(self, keys: list[str]) -> list[ConsumerRecord]:
+        """The records of these keys (read from the leader: a key written a moment ago is there)."""
         found = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of the current values
-                    break
-                if entry.value:
-                    found.append(ConsumerRecord.decode(entry.value))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        for key in keys:
+            try:
+                entry = await through_elections(
+                    functools.partial(self._kv.get, key), self._retry_seconds, "consumers"
+                )
+            except KeyNotFoundError:
+                continue
+            if entry.value:
+                found.append(ConsumerRecord.decode(entry.value))
         return found
 
 

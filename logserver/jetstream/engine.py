@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import secrets
@@ -850,26 +851,38 @@ class JetStreamEngine:
         following = messages[query.limit].sequence if len(messages) > query.limit else None
         return HistoryPage(_json_array([self._render(record, m) for m in messages[: query.limit]]), following)
 
+    async def _bucket_keys(self, bucket: str, key_filter: str) -> list[str]:
+        """The keys of a bucket matching the filter, as its leader knows them (KV watches read
+        a replica, which may not hold a key written a moment ago)."""
+        prefix = f"$KV.{bucket}."
+        with cluster_errors(f"listing {bucket}"):
+            counts = await self._retrying(
+                lambda: self._reader.subject_counts(f"KV_{bucket}", f"{prefix}{key_filter}"), "listing"
+            )
+        return [subject.removeprefix(prefix) for subject in counts]
+
+    async def _consumer_records(self, record: StreamRecord) -> list[ConsumerRecord]:
+        keys = await self._bucket_keys(CONSUMERS_BUCKET, record.names.consumer_keys)
+        with cluster_errors("listing consumers"):
+            return await self._consumers.records(keys)
+
     async def _all_records(self) -> list[StreamRecord]:
-        with cluster_errors("listing streams"):
-            watcher = await self._streams.watchall(ignore_deletes=True)
-            found = []
-            try:
-                async for entry in watcher:
-                    if entry is None:
-                        break
-                    if entry.value:
-                        found.append(StreamRecord.decode(entry.value))
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+        found = []
+        for key in await self._bucket_keys(STREAMS_BUCKET, ">"):
+            with cluster_errors("listing streams"):
+                try:
+                    entry = await self._retrying(functools.partial(self._streams.get, key), "listing streams")
+                except KeyNotFoundError:
+                    continue
+            if entry.value:
+                found.append(StreamRecord.decode(entry.value))
         for record in found:
             self._records.setdefault(record.name, record)
         return sorted(found, key=lambda r: r.name)
 
     async def _describe(self, record: StreamRecord, per_name: bool) -> StreamInfo:
         state = await self._state(record, per_subject=per_name)
-        with cluster_errors("listing consumers"):
-            consumers = await self._consumers.records(record.names.consumer_keys)
+        consumers = await self._consumer_records(record)
         info: StreamInfo = {
             "name": record.name,
             "owner": record.owner,
@@ -912,8 +925,7 @@ class JetStreamEngine:
     async def _lag(self, record: StreamRecord) -> list[ConsumerLag]:
         state = await self._state(record, per_subject=True)
         totals: dict[str, int] = state.get("subjects") or {}
-        with cluster_errors("listing consumers"):
-            consumers = await self._consumers.records(record.names.consumer_keys)
+        consumers = await self._consumer_records(record)
         moment = now()
         rows: list[ConsumerLag] = []
         for entry in sorted(consumers, key=lambda c: (c.consumer, c.event_name)):

@@ -102,6 +102,27 @@ class MessageReader:
             request["next_by_subj"] = subject
         return await self.leader_get(stream, request)
 
+    async def subject_counts(self, stream: str, subject_filter: str) -> dict[str, int]:
+        """Messages per subject matching the filter (STREAM.INFO, from the leader; every page)."""
+        subjects: dict[str, int] = {}
+        while True:
+            request = {"subjects_filter": subject_filter, "offset": len(subjects)}
+            try:
+                reply = await self._nc.request(
+                    f"{self._prefix}.STREAM.INFO.{stream}", orjson.dumps(request), REQUEST_TIMEOUT_SECONDS
+                )
+            except (NatsTimeout, TimeoutError) as exc:
+                raise EngineUnavailable(f"no answer from the leader of stream {stream}") from exc
+            except NatsError as exc:
+                raise EngineUnavailable(f"reading stream {stream} failed: {exc!r}") from exc
+            answer = orjson.loads(reply.data)
+            if "error" in answer:
+                raise EngineUnavailable(f"stream {stream}: {answer['error'].get('description')}")
+            page = answer["state"].get("subjects") or {}
+            subjects.update(page)
+            if not page or len(subjects) >= int(answer.get("total", len(subjects))):
+                return subjects
+
     async def leader_get(self, stream: str, request: dict[str, Any]) -> StoredMessage | None:
         """STREAM.MSG.GET, answered by the stream leader; None when no message matches."""
         try:
