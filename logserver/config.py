@@ -18,8 +18,8 @@ from logserver.filestore import FsyncPolicy, StorageConfig
 ENV_PREFIX = "LOGSERVER_"
 MIB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-ENGINES = ("file",)  # logserver.server.ENGINE_OPENERS opens each
 MIN_HEADER_BYTES = 256
+ENGINES = ("file", "jetstream")  # logserver.server.ENGINE_OPENERS opens each
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,19 @@ class ServerConfig:
     idle_timeout: float = 60.0
     read_timeout: float = 20.0
     max_connections: int | None = None  # None: the open-file limit minus the engine's reserve
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_monitor_url: str = "http://127.0.0.1:8222"
+    nats_replicas: int = 3
 
     def check(self) -> None:
         """Raise ValueError for settings that are each valid but wrong together."""
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key must be given together")
+        if self.engine == "jetstream" and self.fsync is not FsyncPolicy.ALWAYS:
+            raise ValueError(
+                "--fsync does not apply to --engine jetstream: durability is the NATS servers' "
+                "`sync_interval: always`, which the engine checks at start"
+            )
 
     @property
     def users_path(self) -> Path:
@@ -210,7 +218,7 @@ _DEFAULTS = {f.name: f.default for f in fields(ServerConfig)}
 SERVE_OPTIONS: tuple[Option, ...] = (
     Option("host", str, "address to listen on", "HOST"),
     Option("port", _port, "TCP port to listen on", "PORT"),
-    Option("engine", _engine, f"storage engine: {', '.join(ENGINES)}", "ENGINE"),
+    Option("engine", _engine, "storage engine: file (the data dir) or jetstream (a NATS cluster)", "ENGINE"),
     Option("data_dir", Path, "directory holding streams, checkpoints and users", "DIR"),
     Option("users_file", Path, "users file, one name:hash line per user", "FILE", "<data-dir>/users"),
     Option("fsync", _fsync_policy, "when appends reach the disk: always, interval or never", "POLICY"),
@@ -257,6 +265,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "N",
         "open-file limit - max(64, limit/4)",
     ),
+    Option("nats_url", str, "jetstream engine: NATS server URLs, comma-separated", "URLS"),
+    Option(
+        "nats_monitor_url",
+        str,
+        "jetstream engine: every NATS node's HTTP monitoring URL, comma-separated (checked at start)",
+        "URLS",
+    ),
+    Option("nats_replicas", _positive_int, "jetstream engine: replicas of each stream and bucket", "N"),
 )
 
 

@@ -143,8 +143,18 @@ async def open_file_engine(config: ServerConfig) -> Engine:
     return await FileStore.open(config.storage_config())
 
 
+async def open_jetstream_engine(config: ServerConfig) -> Engine:
+    """A gateway to a NATS JetStream cluster (the `jetstream` extra: nats-py), checked at start."""
+    from logserver.jetstream import open_jetstream_engine as open_on_cluster
+
+    return await open_on_cluster(config)
+
+
 # --engine NAME -> how to open it (config.ENGINES lists the names).
-ENGINE_OPENERS: dict[str, Callable[[ServerConfig], Awaitable[Engine]]] = {"file": open_file_engine}
+ENGINE_OPENERS: dict[str, Callable[[ServerConfig], Awaitable[Engine]]] = {
+    "file": open_file_engine,
+    "jetstream": open_jetstream_engine,
+}
 
 
 async def open_engine(config: ServerConfig) -> Engine:

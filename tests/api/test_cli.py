@@ -66,6 +66,9 @@ def test_every_option_can_come_from_the_environment() -> None:
         "LOGSERVER_IDLE_TIMEOUT": "15",
         "LOGSERVER_READ_TIMEOUT": "2.5",
         "LOGSERVER_MAX_CONNECTIONS": "300",
+        "LOGSERVER_NATS_URL": "nats://a:4222,nats://b:4222",
+        "LOGSERVER_NATS_MONITOR_URL": "http://a:8222",
+        "LOGSERVER_NATS_REPLICAS": "5",
     }
     assert {o.env for o in SERVE_OPTIONS} == set(environ)
     assert serve_config([], environ) == ServerConfig(
@@ -97,6 +100,9 @@ def test_every_option_can_come_from_the_environment() -> None:
         idle_timeout=15.0,
         read_timeout=2.5,
         max_connections=300,
+        nats_url="nats://a:4222,nats://b:4222",
+        nats_monitor_url="http://a:8222",
+        nats_replicas=5,
     )
 
 

