@@ -141,13 +141,15 @@ def _check(args: argparse.Namespace) -> int:
             os.close(lock)
     damaged = 0
     for report in reports:
-        state = "ok" if not report.problems else ("repaired" if report.repairs else "DAMAGED")
+        state = "ok" if not report.problems else ("DAMAGED" if report.damaged else "repaired")
         print(f"{state:9}{report.directory.name}: {report.events} events in {report.segments} segments")
         for problem in report.problems:
             print(f"         problem: {problem}")
         for repair in report.repairs:
             print(f"         repair:  {repair}")
-        damaged += bool(report.problems and not report.repairs)
+        for left in report.unrepaired:
+            print(f"         not repaired: {left}")
+        damaged += report.damaged
     print(f"{len(reports)} streams checked, {damaged} damaged")
     return 1 if damaged else 0
 

@@ -32,6 +32,7 @@ def scan_records(
     start: int,
     name_sequences: dict[str, array[int]],
     keys: IdempotencyKeys | None = None,
+    whole_batches: bool = True,
 ) -> ScanResult:
     """Verify records in `data` (the file from byte `start`), indexing good ones.
 
@@ -40,7 +41,9 @@ def scan_records(
 
     Stops at the first record that is torn, fails its checksum, does not parse or
     is out of sequence, and reports whether any good record follows it: only
-    damage with nothing good after it is a torn tail that may be cut away.
+    damage with nothing good after it is a torn tail that may be cut away. A batch the
+    damage cuts short is dropped whole, unless `whole_batches` is False (a repair keeps
+    every record that passes its checksum when good records follow the damage).
     """
     view = memoryview(data)
     pos = 0
@@ -85,7 +88,9 @@ def scan_records(
         if more == "000000":
             batch = None
     damage_is_tail = damage is None or not any(check_line(line) for line in data[pos:].split(b"\n")[1:])
-    if batch is not None:  # torn inside a batch: the whole batch goes, or none of it was stored
+    if (
+        batch is not None and whole_batches
+    ):  # torn inside a batch: the whole batch goes, or none of it was stored
         pos, names = batch
         del offsets[len(offsets) - len(names) :]
         for event_name in names:

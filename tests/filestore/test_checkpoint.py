@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from logserver.filestore import checkpoint as checkpoint_module
-from logserver.filestore.checkpoint import ACK_LOG_FILE, CHECKPOINT_FILE, ConsumerCheckpoint
+from logserver.filestore.checkpoint import (
+    ACK_LOG_FILE,
+    CHECKPOINT_FILE,
+    CheckpointDamaged,
+    ConsumerCheckpoint,
+)
 
 
 async def ack(checkpoint: ConsumerCheckpoint, consumer: str, name: str, position: int, *acked: int) -> None:
@@ -73,17 +78,23 @@ async def test_compaction_replaces_log_and_snapshot_and_a_crash_between_them_is_
     first = ConsumerCheckpoint.load(path, True)
     for position in range(1, 8):
         await ack(first, "c", "A", position)
-    old_log = log.read_bytes()
+    two_generations_old = log.read_bytes()
     for position in range(8, 30):
         await ack(first, "c", "A", position)
     assert len(log.read_bytes()) < 400 + 100  # compacted on the way
     assert state(ConsumerCheckpoint.load(path, True)) == {("c", "A"): (29, set())}
 
     # A crash after a compaction wrote its snapshot but before it replaced the log: the old
-    # log's lines (positions up to 7) must not be replayed over the snapshot's 29.
+    # log's lines must not be replayed over the snapshot's 29.
+    await ack(first, "c", "A", 30)
+    old_log = log.read_bytes()
     await first.close()  # compacts
     log.write_bytes(old_log)
-    assert state(ConsumerCheckpoint.load(path, True)) == {("c", "A"): (29, set())}
+    assert state(ConsumerCheckpoint.load(path, True)) == {("c", "A"): (30, set())}
+    # A log no compaction could leave beside this snapshot is damage, not ignored.
+    log.write_bytes(two_generations_old)
+    with pytest.raises(CheckpointDamaged, match="generation"):
+        ConsumerCheckpoint.load(path, True)
 
 
 async def test_close_leaves_a_snapshot_with_everything_and_an_empty_log(tmp_path: Path) -> None:
@@ -93,8 +104,11 @@ async def test_close_leaves_a_snapshot_with_everything_and_an_empty_log(tmp_path
     await ack(first, "c", "A", 9, 12)
     await first.close()
     assert len((tmp_path / ACK_LOG_FILE).read_bytes().splitlines()) == 1  # the header only
-    (tmp_path / ACK_LOG_FILE).unlink()  # the snapshot alone holds everything
-    assert state(ConsumerCheckpoint.load(path, True)) == {("c", "A"): (9, {12})}
+    (tmp_path / ACK_LOG_FILE).unlink()  # a lost log is damage, and a repair keeps the snapshot
+    with pytest.raises(CheckpointDamaged, match=r"consumers\.acks is missing"):
+        ConsumerCheckpoint.load(path, True)
+    rebuilt, dropped = ConsumerCheckpoint.rebuild(path, True)
+    assert state(rebuilt) == {("c", "A"): (9, {12})} and dropped == []
 
 
 async def test_a_checkpoint_without_a_log_generation_still_loads(tmp_path: Path) -> None:
