@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from logserver.engine import EngineError, StreamCorrupt
@@ -219,7 +220,10 @@ class LogLoader:
         with open(segment.path, "rb") as f:
             f.seek(start)
             data = f.read()
-        result = scan_records(segment, data, start, self.names.by_name, self.keys)
+        # Only an unclean stop's tail may hold a torn batch; before it, a batch a repair split
+        # is kept as it is.
+        batches_torn_from = 0 if entry is None else entry.size if is_last else sys.maxsize
+        result = scan_records(segment, data, start, self.names.by_name, self.keys, batches_torn_from)
         kept_enough = entry is None or (result.valid_end >= entry.size and segment.count >= entry.count)
         if result.damage is None and kept_enough:
             if not is_last:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,11 +101,11 @@ def scan_file(path: Path, base: int, tail_from: int | None) -> FileScan:
     pos, expected = 0, base
     while pos < len(data):
         segment = Segment(path, expected)
-        result = scan_records(segment, data[pos:], 0, {}, whole_batches=False)
+        result = scan_records(segment, data[pos:], 0, {}, whole_batches_from=sys.maxsize)
         bad = pos + result.valid_end
         if result.damage is not None and result.damage_is_tail and tail_from is not None and bad >= tail_from:
             segment = Segment(path, expected)  # an unclean stop's torn tail: batches all or nothing
-            result = scan_records(segment, data[pos:], 0, {})
+            result = scan_records(segment, data[pos:], 0, {}, whole_batches_from=max(tail_from - pos, 0))
             bad = pos + result.valid_end
         if segment.count:
             scan.pieces.append(Piece(expected, pos, bad, segment.count))
