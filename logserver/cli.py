@@ -96,9 +96,10 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
     data_dir_help = "data directory [env LOGSERVER_DATA_DIR, default data]"
     check = commands.add_parser(
         "check",
-        help="verify every record and index offline; --repair cuts damage into quarantine/",
-        description="Read every record of every segment and compare every index. Exit 1 if damage "
-        "remains. --repair takes the data dir's lock, so stop the server first.",
+        help="verify every file of every stream offline; --repair keeps what is intact",
+        description="Read every record of every segment against the manifest, every index, meta.json "
+        "and the consumer checkpoint. Exit 1 naming each damaged stream and file if damage remains. "
+        "--repair takes the data dir's lock, so stop the server first.",
     )
     check.add_argument(
         "--data-dir",
@@ -107,7 +108,11 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
         default=env.get("data_dir", ServerConfig.data_dir),
         help=data_dir_help,
     )
-    check.add_argument("--repair", action="store_true", help="truncate at the first bad record")
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="keep every intact record, rebuild metadata and consumer state; old files to quarantine/",
+    )
 
     backup_parser = commands.add_parser(
         "backup",

@@ -42,6 +42,7 @@ from .atomic_file import fsync_file, replace_atomically, write_all
 from .checked_json import decode_checked, encode_checked
 from .errors import storage_error
 from .group_commit import GroupCommit
+from .quarantine import keep_aside
 
 CHECKPOINT_FILE = "consumers.json"
 ACK_LOG_FILE = "consumers.acks"
@@ -204,7 +205,8 @@ class ConsumerCheckpoint:
                 break
             good += len(line) + 1
         if good < len(data):
-            log.warning("%s: cut %d bytes of a torn tail", self.log_path, len(data) - good)
+            kept = keep_aside(self.log_path.parent, ACK_LOG_FILE, good, data[good:])
+            log.warning("%s: cut %d bytes of a torn tail (kept in %s)", self.log_path, len(data) - good, kept)
             os.truncate(self.log_path, good)
         self._log_size = good
 

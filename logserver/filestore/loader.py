@@ -25,6 +25,7 @@ from .idempotency import IdempotencyKeys
 from .manifest import MANIFEST_FILE, Manifest, SegmentEntry
 from .metadata import METADATA_FILE, StreamMetadata
 from .name_index import NameIndex
+from .quarantine import keep_aside
 from .scan import scan_records
 from .segment import (
     INDEX_SUFFIX,
@@ -237,8 +238,16 @@ class LogLoader:
                 f"records from {lost} unreadable"
             )
         dropped = file_size - result.valid_end
+        kept = keep_aside(
+            self.directory, segment.path.name, result.valid_end, data[result.valid_end - start :]
+        )
         log.warning(
-            "stream %r: cut torn tail of %s: %s (%d bytes dropped)", self.name, where, result.damage, dropped
+            "stream %r: cut torn tail of %s: %s (%d bytes, kept in %s)",
+            self.name,
+            where,
+            result.damage,
+            dropped,
+            kept,
         )
         os.truncate(segment.path, result.valid_end)
         fsync_file(segment.path)

@@ -30,12 +30,11 @@ from .checkpoint import ACK_LOG_FILE, CHECKPOINT_FILE, CheckpointDamaged, Consum
 from .event_id import parse_event_id
 from .manifest import MANIFEST_FILE, Manifest, SegmentEntry
 from .metadata import METADATA_FILE, Epoch, StreamMetadata
+from .quarantine import QUARANTINE_DIR
 from .record import check_line
 from .scan import scan_records
 from .segment import INDEX_SUFFIX, Segment, base_of, segment_file_name
 from .segment_index import IndexUnusable, decode_index
-
-QUARANTINE_DIR = "quarantine"
 
 
 @dataclass
@@ -286,6 +285,9 @@ def _repair_segments(
     directory: Path, manifest: Manifest | None, scans: list[FileScan], quarantine: Path, report: StreamReport
 ) -> None:
     """Keep every intact piece as a segment of its own; the lost sequences become a gap."""
+    if manifest is None and (directory / MANIFEST_FILE).exists():
+        kept_aside = _set_aside(directory / MANIFEST_FILE, quarantine)
+        report.repairs.append(f"moved {MANIFEST_FILE} to {kept_aside}; rebuilt from the segment files")
     pieces: list[tuple[Piece, FileScan]] = []
     for scan in scans:
         for piece in scan.pieces:
@@ -306,13 +308,13 @@ def _repair_segments(
     for piece, scan in pieces:
         path = directory / segment_file_name(piece.base)
         if not path.exists():
-            _write_new(path, scan.data[piece.start : piece.end])
+            replace_atomically(path, scan.data[piece.start : piece.end])
             report.repairs.append(f"kept records {piece.base}-{piece.end_sequence - 1} in {path.name}")
         entries.append(SegmentEntry(piece.base, piece.count, piece.end - piece.start))
     recorded_end = manifest.active.end_sequence if manifest is not None else 1
     end = max(recorded_end, entries[-1].end_sequence if entries else 1)
     if not entries or entries[-1].end_sequence < end:
-        _write_new(directory / segment_file_name(end), b"")  # new appends go on after the lost ones
+        replace_atomically(directory / segment_file_name(end), b"")  # appends go on after the lost
         entries.append(SegmentEntry(end, 0, 0))
     Manifest(entries).save(directory)
     skipped = Manifest(entries).skipped()
@@ -320,10 +322,6 @@ def _repair_segments(
         skipped.insert(0, (manifest.segments[0].base, entries[0].base))
     lost = ", ".join(f"{a}-{b - 1}" for a, b in skipped) or "none"
     report.repairs.append(f"wrote {MANIFEST_FILE}; sequences lost and skipped (never reused): {lost}")
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    replace_atomically(path, data)
 
 
 def _rebuild_metadata(directory: Path, quarantine: Path, report: StreamReport) -> None:

@@ -62,10 +62,13 @@ async def test_a_torn_log_tail_is_cut_and_the_log_goes_on(
     await ack(first, "c", "A", 2)
     await ack(first, "c", "A", 3)
     log = tmp_path / ACK_LOG_FILE
-    log.write_bytes(damage(log.read_bytes()))  # type: ignore[operator]
+    damaged = damage(log.read_bytes())  # type: ignore[operator]
+    log.write_bytes(damaged)
 
     second = ConsumerCheckpoint.load(path, True)
     assert state(second) == {("c", "A"): (last_kept, set())}  # a torn last ack is gone, earlier ones not
+    [kept] = (tmp_path / "quarantine").iterdir()  # and its bytes are kept, not destroyed
+    assert log.read_bytes() + kept.read_bytes() == damaged
     await ack(second, "c", "A", 5)
     assert state(ConsumerCheckpoint.load(path, True)) == {("c", "A"): (5, set())}
 

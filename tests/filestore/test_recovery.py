@@ -63,9 +63,12 @@ async def test_damaged_tail_is_cut_and_logged(
 ) -> None:
     ids, directory = await fill(config, event, 20)
     segment = active_segment(directory)
-    segment.write_bytes(TAILS[damage](segment.read_bytes()))
+    damaged = TAILS[damage](segment.read_bytes())
+    segment.write_bytes(damaged)
     caplog.set_level(logging.WARNING, logger="logserver.filestore")
     survivors = await ids_after_reopen(config, read_events)
+    [kept] = (directory / "quarantine").iterdir()  # the cut bytes are kept, not destroyed
+    assert segment.read_bytes()[: len(damaged) - kept.stat().st_size] + kept.read_bytes() == damaged
     lost_last = damage in ("torn record", "checksum fails on last record")
     assert survivors == (ids[:-1] if lost_last else ids)
     assert "torn tail" in caplog.text
