@@ -111,7 +111,7 @@ class StreamCreator:
         staging.mkdir()
         try:
             metadata.save(staging)
-            Manifest([SegmentEntry(1, 0, 0)]).save(staging)
+            Manifest([SegmentEntry(1, 0, 0)], clean=True).save(staging)
             os.close(os.open(staging / segment_file_name(1), os.O_WRONLY | os.O_CREAT, 0o644))
             fsync_directory(staging)
             os.rename(staging, directory)

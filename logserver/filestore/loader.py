@@ -139,8 +139,11 @@ class LogLoader:
         files = self._segment_files()
         if manifest is None:
             return self._segments_without_manifest(files)
-        entries = manifest.segments
-        self._remove_retention_leftovers(files, entries[0].base)
+        self._remove_retention_leftovers(files, manifest.segments[0].base)
+        entries = list(manifest.segments)
+        exact = [True] * (len(entries) - 1) + [False]  # the active entry is a lower bound
+        if not manifest.clean:
+            self._as_copied(entries, exact, files)
         listed = {e.base for e in entries}
         extra = sorted(b for b in files if b not in listed)
         if extra:
@@ -162,9 +165,41 @@ class LogLoader:
                 fsync_directory(self.directory)
                 path = self.directory / segment_file_name(entry.base)
             segment = Segment(path, entry.base)
-            self._load_segment(segment, entry, is_last)
+            self._load_segment(segment, entry, exact[i], is_last)
             segments.append(segment)
+        if entries != manifest.segments:
+            sealed = [SegmentEntry(s.base, s.count, s.size) for s in segments[:-1]]
+            Manifest([*sealed, SegmentEntry(segments[-1].base, 0, 0)]).save(self.directory)
         return segments
+
+    def _as_copied(self, entries: list[SegmentEntry], exact: list[bool], files: dict[int, Path]) -> None:
+        """Accept the two shapes a copy taken while the server ran may have (see manifest.py).
+
+        Only after no clean stop: rolls after the manifest was copied leave later segment files
+        it does not list (each a lower bound now); a manifest copied after a roll may record a
+        sealed segment longer than its copy, when every later segment's copy is still empty.
+        """
+        for base in sorted(b for b in files if b > entries[-1].base):
+            log.warning(
+                "stream %r: %s is newer than %s (a live copy?)", self.name, files[base].name, MANIFEST_FILE
+            )
+            entries.append(SegmentEntry(base, 0, 0))
+            exact.append(False)
+        sizes = [files[e.base].stat().st_size if e.base in files else 0 for e in entries]
+        last = max((i for i, size in enumerate(sizes) if size), default=0)
+        if last < len(entries) - 1 and sizes[last] < entries[last].size:
+            log.warning(
+                "stream %r: %s is shorter than %s records and no later segment holds a record "
+                "(a live copy?): it is the active segment again",
+                self.name,
+                files[entries[last].base].name,
+                MANIFEST_FILE,
+            )
+            for later in entries[last + 1 :]:
+                if later.base in files:
+                    files.pop(later.base).unlink()
+            del entries[last + 1 :], exact[last + 1 :]
+            entries[last], exact[last] = SegmentEntry(entries[last].base, 0, 0), False
 
     def _remove_retention_leftovers(self, files: dict[int, Path], first_base: int) -> None:
         """Segments below the manifest's first: retention forgot them and stopped before deleting."""
@@ -189,19 +224,19 @@ class LogLoader:
                     f"expected {segments[-1].end_sequence}: records are missing"
                 )
             segment = Segment(path, base)
-            self._load_segment(segment, None, is_last=i == len(paths) - 1)
+            self._load_segment(segment, None, False, is_last=i == len(paths) - 1)
             segments.append(segment)
         return segments
 
-    def _load_segment(self, segment: Segment, entry: SegmentEntry | None, is_last: bool) -> None:
+    def _load_segment(self, segment: Segment, entry: SegmentEntry | None, exact: bool, is_last: bool) -> None:
         """Fill a segment's arrays from its persisted index, scanning only what the index lacks.
 
-        A sealed segment must match its manifest entry and its index, or scan clean to the
-        entry; the last segment may have a torn tail beyond what its entry records, which is
-        cut away and logged.
+        A segment must hold at least what its manifest entry records (`exact`: no more
+        either) and match its index, or scan clean; the last segment may have a torn tail
+        beyond what its entry records, which is cut away and logged.
         """
         file_size = segment.path.stat().st_size
-        if entry is not None and (file_size < entry.size or (not is_last and file_size != entry.size)):
+        if entry is not None and (file_size < entry.size or (exact and file_size != entry.size)):
             raise StreamCorrupt(
                 f"{segment.path.name} holds {file_size} bytes, {MANIFEST_FILE} records "
                 f"{entry.size}: records from sequence {entry.base} on may be lost"

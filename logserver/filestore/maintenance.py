@@ -316,7 +316,7 @@ def _repair_segments(
     if not entries or entries[-1].end_sequence < end:
         replace_atomically(directory / segment_file_name(end), b"")  # appends go on after the lost
         entries.append(SegmentEntry(end, 0, 0))
-    Manifest(entries).save(directory)
+    Manifest(entries, clean=True).save(directory)
     skipped = Manifest(entries).skipped()
     if manifest is not None and entries[0].base > manifest.segments[0].base:
         skipped.insert(0, (manifest.segments[0].base, entries[0].base))

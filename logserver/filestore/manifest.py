@@ -12,6 +12,13 @@ skipped by `logserver check --repair`: never served, never reused.
 Written before the files it describes change (a roll names the new segment before creating
 it; retention forgets segments before deleting them), so a crash leaves at most an empty
 active segment to recreate or leftovers of a retention below the first entry.
+
+`clean` says the manifest was written by a clean stop (or a repair) and nothing has rolled
+since: then it is the whole truth. Otherwise the data dir may be a copy taken while the
+server ran (`cp -a` copies files in no particular order), where the manifest can be older
+than the segments (rolls after it was copied: later segments it does not list) or newer
+(a sealed segment copied before its last records were written, later ones still empty);
+the loader accepts exactly those two shapes (see LogLoader._as_copied).
 """
 
 from __future__ import annotations
@@ -45,9 +52,11 @@ class Manifest:
     close, retention) or offline (load, repair)."""
 
     segments: list[SegmentEntry]
+    clean: bool = False  # written by a clean stop (or offline): no roll or retention since
 
     def encode(self) -> bytes:
-        return encode_checked({"version": 1, "segments": [[e.base, e.count, e.size] for e in self.segments]})
+        entries = [[e.base, e.count, e.size] for e in self.segments]
+        return encode_checked({"version": 1, "clean": self.clean, "segments": entries})
 
     @classmethod
     def decode(cls, data: bytes) -> Manifest:
@@ -61,7 +70,7 @@ class Manifest:
             raise ChecksumFailed(f"segments unreadable ({exc})") from None
         if not entries or any(b.base < a.end_sequence for a, b in pairwise(entries)):
             raise ChecksumFailed("segments empty or overlapping")
-        return cls(entries)
+        return cls(entries, document.doc.get("clean") is True)
 
     @classmethod
     def load(cls, directory: Path) -> Manifest | None:

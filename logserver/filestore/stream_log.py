@@ -306,9 +306,9 @@ class StreamLog:
                 "stream %r: index of %s not written (%s); rebuilt at start", self.name, old.path.name, exc
             )
 
-    async def _save_manifest(self, entries: list[SegmentEntry]) -> None:
+    async def _save_manifest(self, entries: list[SegmentEntry], clean: bool = False) -> None:
         """Replace the manifest (call it holding `exclusive()`); OSError if it could not be."""
-        manifest = Manifest(entries)
+        manifest = Manifest(entries, clean)
         await asyncio.to_thread(manifest.save, self.directory)
         self.manifest = manifest
 
@@ -437,8 +437,8 @@ class StreamLog:
             if active.count:
                 index_path = active.path.with_suffix(INDEX_SUFFIX)
                 await asyncio.to_thread(replace_atomically, index_path, self._index(active))
-            if active.count != self.manifest.active.count:  # the clean-stop record
-                await self._save_manifest(_entries(self._segments))
+            if active.count != self.manifest.active.count or not self.manifest.clean:  # clean-stop record
+                await self._save_manifest(_entries(self._segments), clean=True)
         finally:
             await self._interval_fsync_done()
             for segment in self._segments:

@@ -14,5 +14,6 @@ def forget_clean_stop(directory: Path) -> None:
     assert manifest is not None
     active = manifest.active
     manifest.segments[-1] = SegmentEntry(active.base, 0, 0)
+    manifest.clean = False
     manifest.save(directory)
     (directory / f"{active.base:020d}.idx").unlink(missing_ok=True)

@@ -157,3 +157,46 @@ async def test_a_stream_of_the_previous_format_is_read_and_migrated(
     assert "migrated" in caplog.text
     for name in ("meta.json", "consumers.json", MANIFEST_FILE):
         assert (directory / name).read_bytes().startswith(b'{"_crc":"')
+
+
+async def test_a_copy_whose_manifest_is_older_than_its_segments_loads_whole(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    store = await FileStore.open(config)
+    ids = [await store.append(STREAM, "p", event(i=i)) for i in range(10)]  # rolled once
+    directory = store.stream(STREAM).log.directory
+    copied_early = (directory / MANIFEST_FILE).read_bytes()  # cp -a copied the manifest here
+    ids += [await store.append(STREAM, "p", event(i=i)) for i in range(10, 40)]  # more rolls
+    await store.close()
+    (directory / MANIFEST_FILE).write_bytes(copied_early)
+    store = await FileStore.open(config)
+    try:
+        assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")] == ids
+    finally:
+        await store.close()
+
+
+async def test_a_copy_whose_manifest_is_newer_than_its_last_segments_loads_what_was_copied(
+    config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
+) -> None:
+    store = await FileStore.open(config)
+    ids = [await store.append(STREAM, "p", event(i=i)) for i in range(10)]  # rolled once
+    log = store.stream(STREAM).log
+    directory, active = log.directory, log.segments[-1]
+    copied_segment = active.path.read_bytes()  # cp -a copied the active segment here
+    while len(log.segments) < 3:  # then it rolled, and the new manifest says it is longer
+        ids.append(await store.append(STREAM, "p", event()))
+    copied_manifest = (directory / MANIFEST_FILE).read_bytes()
+    newest = log.segments[-1].path
+    await store.close()
+    (directory / MANIFEST_FILE).write_bytes(copied_manifest)
+    active.path.write_bytes(copied_segment)
+    newest.write_bytes(b"")  # copied before any record reached it
+    newest.with_suffix(".idx").unlink(missing_ok=True)
+    active.path.with_suffix(".idx").unlink(missing_ok=True)
+    store = await FileStore.open(config)
+    try:
+        kept = [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")]
+        assert kept == ids[: len(kept)] and len(kept) == 10  # all the copy holds, in order
+    finally:
+        await store.close()
