@@ -121,3 +121,46 @@ async def test_a_checkpoint_without_a_log_generation_still_loads(tmp_path: Path)
     assert state(loaded) == {("c", "A"): (4, {6})}
     await ack(loaded, "c", "A", 6)
     assert state(ConsumerCheckpoint.load(path, True)) == {("c", "A"): (6, set())}
+
+
+async def test_damage_before_the_ack_logs_tail_is_never_cut_as_torn(tmp_path: Path) -> None:
+    path, log = tmp_path / CHECKPOINT_FILE, tmp_path / ACK_LOG_FILE
+    first = ConsumerCheckpoint.load(path, True)
+    await ack(first, "c", "A", 1)  # the first save writes snapshot and header
+    for position in range(2, 8):
+        await ack(first, "c", "A", position)
+    lines = log.read_bytes().splitlines(keepends=True)
+    flipped = bytearray(lines[3])
+    flipped[20] ^= 0x01  # one flipped byte in the middle of the log (finding 3)
+    log.write_bytes(b"".join([*lines[:3], bytes(flipped), *lines[4:]]))
+    before = log.read_bytes()
+    with pytest.raises(CheckpointDamaged, match="valid lines follow"):
+        ConsumerCheckpoint.load(path, True)
+    assert log.read_bytes() == before  # nothing cut
+    rebuilt, dropped = ConsumerCheckpoint.rebuild(path, True)
+    assert state(rebuilt) == {("c", "A"): (7, set())} and dropped  # the later lines still count
+
+
+async def test_a_damaged_ack_log_header_refuses_instead_of_ignoring_the_log(tmp_path: Path) -> None:
+    path, log = tmp_path / CHECKPOINT_FILE, tmp_path / ACK_LOG_FILE
+    first = ConsumerCheckpoint.load(path, True)
+    for position in range(1, 5):
+        await ack(first, "c", "A", position)
+    data = bytearray(log.read_bytes())
+    data[2] ^= 0x01  # the header line's checksum
+    log.write_bytes(bytes(data))
+    with pytest.raises(CheckpointDamaged, match="header"):
+        ConsumerCheckpoint.load(path, True)
+    rebuilt, _ = ConsumerCheckpoint.rebuild(path, True)
+    assert state(rebuilt) == {("c", "A"): (4, set())}  # was: a consumer at 4 fell back to the snapshot
+
+
+async def test_an_edited_position_in_the_snapshot_fails_its_checksum(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_FILE
+    first = ConsumerCheckpoint.load(path, True)
+    await ack(first, "c", "A", 1)
+    await ack(first, "c", "A", 2)
+    await first.close()
+    path.write_bytes(path.read_bytes().replace(b'"position":2', b'"position":9'))  # finding 3
+    with pytest.raises(CheckpointDamaged, match=r"consumers\.json is damaged"):
+        ConsumerCheckpoint.load(path, True)
