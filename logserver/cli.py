@@ -98,9 +98,10 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
     data_dir_help = "data directory [env LOGSERVER_DATA_DIR, default data]"
     check = commands.add_parser(
         "check",
-        help="verify every record and index offline; --repair cuts damage into quarantine/",
-        description="Read every record of every segment and compare every index. Exit 1 if damage "
-        "remains. --repair takes the data dir's lock, so stop the server first.",
+        help="verify every file of every stream offline; --repair keeps what is intact",
+        description="Read every record of every segment against the manifest, every index, meta.json "
+        "and the consumer checkpoint. Exit 1 naming each damaged stream and file if damage remains. "
+        "--repair takes the data dir's lock, so stop the server first.",
     )
     check.add_argument(
         "--data-dir",
@@ -109,7 +110,11 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
         default=env.get("data_dir", ServerConfig.data_dir),
         help=data_dir_help,
     )
-    check.add_argument("--repair", action="store_true", help="truncate at the first bad record")
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="keep every intact record, rebuild metadata and consumer state; old files to quarantine/",
+    )
 
     backup_parser = commands.add_parser(
         "backup",
@@ -163,13 +168,15 @@ def _check(args: argparse.Namespace) -> int:
             os.close(lock)
     damaged = 0
     for report in reports:
-        state = "ok" if not report.problems else ("repaired" if report.repairs else "DAMAGED")
+        state = "ok" if not report.problems else ("DAMAGED" if report.damaged else "repaired")
         print(f"{state:9}{report.directory.name}: {report.events} events in {report.segments} segments")
         for problem in report.problems:
             print(f"         problem: {problem}")
         for repair in report.repairs:
             print(f"         repair:  {repair}")
-        damaged += bool(report.problems and not report.repairs)
+        for left in report.unrepaired:
+            print(f"         not repaired: {left}")
+        damaged += report.damaged
     print(f"{len(reports)} streams checked, {damaged} damaged")
     return 1 if damaged else 0
 

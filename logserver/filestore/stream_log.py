@@ -18,6 +18,7 @@ import secrets
 import time
 from array import array
 from bisect import bisect_left, bisect_right
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -39,6 +40,7 @@ from .event_id import EventIdFormatter, format_event_id, parse_event_id
 from .exclusive import Exclusive
 from .group_commit import GroupCommit
 from .idempotency import IdempotencyKeys
+from .manifest import Manifest, SegmentEntry
 from .metadata import Epoch, StreamMetadata
 from .name_index import NameIndex
 from .record import MAX_BATCH, encode_record, server_members, utc_now_rfc3339
@@ -52,7 +54,8 @@ log = logging.getLogger("logserver.filestore")
 class StreamLog:
     """One stream's records: its segments, name index, idempotency keys and writer.
 
-    Invariants: the segments are contiguous (each starts where the previous ends);
+    Invariants: the segments are ascending; each starts where the previous ends, or above it
+    when a repair skipped the sequences between (a gap: never served, never reused);
     `visible_end <= durable_end <= next_sequence`, and only sequences in
     [first_sequence, visible_end) are ever served or acknowledged.
 
@@ -75,8 +78,10 @@ class StreamLog:
         policy: FsyncPolicy,
         segment_bytes: int,
         sealed_files: SealedSegmentFiles,
+        manifest: Manifest,
     ) -> None:
         self.directory = directory
+        self.manifest = manifest  # as last saved: its active entry is what is known durable
         self.metadata = metadata
         self.names = names
         self.keys = keys
@@ -304,6 +309,8 @@ class StreamLog:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, old.fsync)
+            # Named in the manifest before it exists: a crash between leaves an empty one to create.
+            await self._save_manifest([*_entries(self._segments), SegmentEntry(self.next_sequence, 0, 0)])
             new = create_segment_file(self.directory, self.next_sequence)
             await loop.run_in_executor(None, fsync_directory, self.directory)
         except OSError as exc:
@@ -321,6 +328,19 @@ class StreamLog:
                 old.path.name,
                 index_error,
             )
+
+    async def _save_manifest(self, entries: list[SegmentEntry], clean: bool = False) -> None:
+        """Replace the manifest (call it holding `exclusive()`); OSError if it could not be."""
+        manifest = Manifest(entries, clean)
+        await asyncio.to_thread(manifest.save, self.directory)
+        self.manifest = manifest
+
+    async def record_dropped(self) -> None:
+        """Save the manifest after `drop_oldest`, before the files go (holding `exclusive()`)."""
+        try:
+            await self._save_manifest([*_entries(self._segments[:-1]), self.manifest.active])
+        except OSError as exc:
+            raise storage_error(exc, "manifest write") from exc
 
     def _index(self, segment: Segment) -> bytes:
         return encode_index(
@@ -345,6 +365,8 @@ class StreamLog:
             # Not durable yet (always mode) or gone: never served, and never mistaken for damage.
             raise EventNotFound(f"sequence {sequence} is not readable in stream '{self.name}'")
         segment = self._segments[bisect_right(self._bases, sequence) - 1]
+        if sequence >= segment.end_sequence:
+            raise EventNotFound(f"sequence {sequence} was lost to damage in stream '{self.name}'")
         line = segment.read_line(sequence - segment.base)
         if line is None:
             self._refuse(sequence, segment)
@@ -378,9 +400,25 @@ class StreamLog:
             bounds = self.metadata.epoch_range(prefix)
             if bounds is not None:
                 first = max(bounds[0], self.first_sequence)
-                if first <= sequence < min(bounds[1], self.visible_end):
+                if first <= sequence < min(bounds[1], self.visible_end) and self.holds(sequence):
                     return sequence
         raise EventNotFound(f"event '{event_id}' does not exist in stream '{self.name}'")
+
+    def holds(self, sequence: int) -> bool:
+        """Whether a sequence in [first_sequence, next_sequence) is stored (not lost to damage)."""
+        return sequence < self._segments[bisect_right(self._bases, sequence) - 1].end_sequence
+
+    def next_held(self, sequence: int) -> int:
+        """`sequence`, or the first stored one after it when a repair skipped it."""
+        i = bisect_right(self._bases, sequence) - 1
+        if i >= 0 and sequence >= self._segments[i].end_sequence and i + 1 < len(self._segments):
+            return self._segments[i + 1].base
+        return sequence
+
+    @property
+    def skipped_count(self) -> int:
+        """How many sequences between the first and the next were lost to damage and skipped."""
+        return sum(b.base - a.end_sequence for a, b in pairwise(self._segments))
 
     def event_id(self, sequence: int) -> str:
         """The id of a stored event: its sequence under the epoch it was appended in."""
@@ -410,7 +448,8 @@ class StreamLog:
                 await asyncio.shield(self._interval_fsync)
 
     async def close(self) -> None:
-        """Flush, persist the active segment's index (a clean-stop hint) and close the files.
+        """Flush, persist the active segment's index and its end in the manifest (the clean-stop
+        record: no later start may cut below it) and close the files.
 
         Call it holding `exclusive()`.
         """
@@ -421,7 +460,14 @@ class StreamLog:
             if active.count:
                 index_path = active.path.with_suffix(INDEX_SUFFIX)
                 await asyncio.to_thread(replace_atomically, index_path, self._index(active))
+            if active.count != self.manifest.active.count or not self.manifest.clean:  # clean-stop record
+                await self._save_manifest(_entries(self._segments), clean=True)
         finally:
             await self._interval_fsync_done()
             for segment in self._segments:
                 segment.close()
+
+
+def _entries(segments: list[Segment]) -> list[SegmentEntry]:
+    """The manifest entries of segments as they are now (all synced)."""
+    return [SegmentEntry(s.base, s.count, s.size) for s in segments]
