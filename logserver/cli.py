@@ -241,7 +241,7 @@ def _migrate(args: argparse.Namespace) -> int:
     copied = sum(report.copied for report in reports)
     print(
         f"{len(reports)} streams, {copied} events appended; event ids differ on the new engine "
-        "(same order, sequences shifted as shown)"
+        "(same order; sequences the same unless a line says they shifted)"
     )
     return 1 if any(report.skipped for report in reports) else 0
 
