@@ -108,10 +108,8 @@ class Migration:
         if name.endswith(DEAD_LETTER_SUFFIX):
             report.skipped = "a dead-letter stream: only the server appends to one (read it with history)"
             return report
-        first = info.get("firstSequence", 1)  # of an empty stream: its last sequence + 1
-        report.sequence_shift = first - 1
-        report.already = await self._copied_already(name, info)
-        report.copied = await self._copy_events(name, info["owner"], first, report.already)
+        report.already, report.sequence_shift = await self._copied_already(name, info)
+        report.copied = await self._copy_events(name, info["owner"], report)
         retention = info.get("retention")
         if retention:
             max_bytes = retention.get("maxBytes")
@@ -122,40 +120,56 @@ class Migration:
             await self._move_consumer(name, row, report)
         return report
 
-    async def _copied_already(self, name: str, info: StreamInfo) -> int:
-        """How many of the stream's events the target holds from an earlier run (0: none yet)."""
+    async def _copied_already(self, name: str, info: StreamInfo) -> tuple[int, int]:
+        """The target's last sequence from earlier runs (0: none yet), and source minus target sequence.
+
+        The shift is read from the target, not the source: retention may have dropped more of
+        the source's oldest events since the earlier run.
+        """
+        first = info.get("firstSequence", 1)  # of an empty stream: its last sequence + 1
         try:
             existing = await self._target.describe_stream(name)
         except StreamNotFound:
-            return 0
+            return 0, first - 1
         if existing["owner"] != info["owner"]:
             owners = f"owner {existing['owner']!r}, not {info['owner']!r}"
             raise MigrationRefused(f"stream {name!r} exists on the target with {owners}")
         last = existing.get("lastSequence", 0)
         if last == 0:
-            return 0
-        page = await self._target.history(name, HistoryQuery(start=Bound(sequence=last), limit=1))
-        events = orjson.loads(page.body)
-        key = str(events[0].get("idempotencyKey", "")) if events else ""
-        if not key.startswith(stream_key_prefix(name)) or last > info.get("eventCount", 0):
+            return 0, first - 1
+        shift = await self._shift_of_last_batch(name, last)
+        if last + shift > info.get("lastSequence", 0):
+            raise MigrationRefused(f"stream {name!r} on the target holds more events than the source")
+        return last, shift
+
+    async def _shift_of_last_batch(self, name: str, last: int) -> int:
+        """Source minus target sequence, from the migration key of the target's last batch."""
+        start = max(last - self._batch_events + 1, 1)
+        page = await self._target.history(
+            name, HistoryQuery(start=Bound(sequence=start), limit=last - start + 1)
+        )
+        events: list[dict[str, Any]] = orjson.loads(page.body)
+        prefix = stream_key_prefix(name)
+        key = str(events[-1].get("idempotencyKey", "")) if events else ""
+        if not key.startswith(prefix) or events[-1]["sequence"] != last:
             raise MigrationRefused(
                 f"stream {name!r} on the target holds events `logserver migrate` did not write"
             )
-        return last
+        batch_first = int(next(e["sequence"] for e in events if e.get("idempotencyKey") == key))
+        return int(key.removeprefix(prefix)) - batch_first
 
-    async def _copy_events(self, name: str, owner: str, first: int, already: int) -> int:
-        """Append the source's events from the `already`-th on; returns how many were appended."""
+    async def _copy_events(self, name: str, owner: str, report: StreamReport) -> int:
+        """Append the source's events after those the target holds; returns how many were appended."""
         copied = 0
-        expected_last = already
-        cursor: int | None = first + already
+        expected_last = report.already
+        cursor: int | None = expected_last + report.sequence_shift + 1
         while cursor is not None:
-            page = await self._source.history(
-                name, HistoryQuery(start=Bound(sequence=cursor), limit=self._batch_events)
-            )
+            query = HistoryQuery(start=Bound(sequence=cursor), limit=self._batch_events)
+            page = await self._source.history(name, query)
             events: list[dict[str, Any]] = orjson.loads(page.body)
             if not events:
                 break
-            check_contiguous(name, events, first + expected_last)
+            check_contiguous(name, events, expected_last + report.sequence_shift + 1)
             key = migration_key(name, events[0]["sequence"])
             ids = await self._target.append_batch(name, owner, events, expected_last, key)
             copied += len(ids)

@@ -136,24 +136,34 @@ async def test_migrate_copies_events_and_positions_and_a_rerun_duplicates_nothin
         assert contents(await everything(target, name)) == contents(seen[name])
 
 
-async def test_a_rerun_after_more_appends_copies_only_the_new_events(
+async def test_a_rerun_after_more_appends_and_retention_copies_only_the_new_events(
     nats_cluster: NatsCluster, open_engine: OpenEngine, tmp_path: Path
 ) -> None:
     stream = f"Growing {uuid.uuid4().hex[:8]}"
-    store = await FileStore.open(StorageConfig(data_dir=tmp_path / "data"))
-    await store.append_batch(stream, "writer", [event("Tick", k) for k in range(30)], None, None)
+    config = StorageConfig(data_dir=tmp_path / "data", segment_bytes=4096)
+    store = await FileStore.open(config)
+    await store.append_batch(stream, "writer", [event("Tick", k) for k in range(100)], None, None)
+    first_copy = contents(await everything(store, stream))
     await store.close()
     assert migrate(nats_cluster, tmp_path / "data").returncode == 0
 
-    store = await FileStore.open(StorageConfig(data_dir=tmp_path / "data"))
-    await store.append_batch(stream, "writer", [event("Tick", k) for k in range(30, 45)], None, None)
-    expected = contents(await everything(store, stream))
+    store = await FileStore.open(config)  # the old server ran on: more events, and retention
+    await store.append_batch(stream, "writer", [event("Tick", k) for k in range(100, 140)], None, None)
+    await store.set_retention(stream, None, 8192)
+    remaining = await everything(store, stream)
     await store.close()
+    assert remaining[0]["sequence"] > 1
     rerun = migrate(nats_cluster, tmp_path / "data")
     assert rerun.returncode == 0, rerun.stderr
-    assert "15 events appended, 30 already there" in rerun.stdout
+    assert "40 events appended, 100 already there" in rerun.stdout
     target = await open_engine()
-    assert contents(await everything(target, stream)) == expected
+    copied = await everything(target, stream)
+    # The stream's retention came along, so the target dropped its oldest events too; what it
+    # keeps runs on without a gap or a repeat to the last event, each at the source's sequence.
+    ks = [e["payload"]["k"] for e in copied]
+    assert ks == list(range(ks[0], 140))
+    assert [e["sequence"] for e in copied] == [k + 1 for k in ks]
+    assert contents(copied) == (first_copy + contents(remaining[-40:]))[ks[0] :]
 
 
 async def test_migrate_refuses_a_target_stream_it_did_not_write(
