@@ -234,7 +234,7 @@ def _migrate(args: argparse.Namespace) -> int:
         print(f"logserver: {exc}: pip install -e '.[jetstream]'", file=sys.stderr)
         return 1
     except (EngineError, OSError) as exc:
-        print(f"logserver: migrate stopped: {exc}; run it again to resume", file=sys.stderr)
+        print(f"logserver: migrate stopped: {exc}; a re-run resumes where it stopped", file=sys.stderr)
         return 1
     for report in reports:
         print(report.line())

@@ -56,7 +56,7 @@ def stream_key_prefix(stream: str) -> str:
 
 @dataclass
 class StreamReport:
-    """What one stream's migration did (or why it was skipped)."""
+    """What one stream's migration did (or why it was skipped); plain data, filled by one Migration."""
 
     name: str
     copied: int = 0  # events this run appended
@@ -240,6 +240,8 @@ async def migrate_data_dir(data_dir: Path, config: ServerConfig) -> list[StreamR
     from logserver.filestore import FileStore
     from logserver.jetstream import JetStreamEngine, settings_from
 
+    if not (data_dir / "streams").is_dir():
+        raise FileNotFoundError(f"{data_dir} is not a logserver data dir (no streams/ in it)")
     source = await FileStore.open(ServerConfig(data_dir=data_dir).storage_config())
     try:
         target = await JetStreamEngine.open(settings_from(config))
