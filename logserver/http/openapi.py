@@ -14,6 +14,7 @@ from logserver import __version__
 from logserver.engine import MAX_NAME_CHARS, MAX_SEQUENCE
 
 from .api import MAX_ACK_WAIT_SECONDS, MAX_WAIT_SECONDS
+from .console import console_files
 from .validation import MAX_CLIENT_ID_CHARS, MAX_EVENT_VERSION, MAX_RETENTION_AGE_SECONDS, MAX_RETENTION_BYTES
 
 REF = "#/components/schemas/"
@@ -471,7 +472,9 @@ def openapi_document(
             ),
         },
         "/console/{file}": {
-            "parameters": [{"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [
+                {"name": "file", "in": "path", "required": True, "schema": {"enum": sorted(console_files())}}
+            ],
             "get": _operation(
                 "consoleFile",
                 "One of the console's files (scripts, styles)",
