@@ -2,6 +2,8 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    LOGSERVER_HOST=0.0.0.0 \
+    LOGSERVER_DATA_DIR=/data \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -22,5 +24,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('LOGSERVER_PORT', '8080'), timeout=2)"
 
-# SIGTERM (docker stop) finishes in-flight requests and closes the store.
-CMD ["logserver", "serve", "--host", "0.0.0.0", "--data-dir", "/data"]
+# SIGTERM (docker stop) finishes in-flight requests and closes the store. No flags: every setting
+# comes from LOGSERVER_* variables (the two above, and whatever `docker run -e` adds), and
+# `docker exec … logserver check` or `user add` find /data through LOGSERVER_DATA_DIR as well.
+CMD ["logserver", "serve"]

@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Touched after a successful install; re-installs only when pyproject.toml changes.
 STAMP := $(VENV)/.installed
+# What serving needs, no test tools: `make run` installs only this.
+RUN_STAMP := $(VENV)/.installed-run
 BENCH_STAMP := $(VENV)/.installed-bench
 JETSTREAM_STAMP := $(VENV)/.installed-jetstream
 
@@ -13,12 +15,16 @@ JETSTREAM_STAMP := $(VENV)/.installed-jetstream
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[speed]'
+	touch $@
+
+$(STAMP): $(RUN_STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed]'
 	touch $@
 
-run: $(STAMP) ## serve on 127.0.0.1:8080 with ./data (first start prints a generated password)
+run: $(RUN_STAMP) ## serve on 127.0.0.1:8080 with ./data (first start prints a generated password)
 	$(VENV)/bin/logserver serve
 
 test: lint ## lint, type-check and run the test suite (without slow tests)

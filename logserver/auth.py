@@ -273,6 +273,14 @@ def remove_user(path: Path, name: str) -> None:
     write_users(path, users)
 
 
+def generated_password() -> str:
+    """24 URL-safe characters (144 random bits) that don't start with '-': `--password -x…` would
+    read as a flag."""
+    while (password := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return password
+
+
 def create_first_user(path: Path) -> tuple[str, str] | None:
     """On first start, create the users file with a generated password; (name, password) or None.
 
@@ -280,7 +288,7 @@ def create_first_user(path: Path) -> tuple[str, str] | None:
     """
     if path.exists():
         return None
-    password = secrets.token_urlsafe(18)
+    password = generated_password()
     write_users(path, {FIRST_USER: UserRecord(hash_password(password))})
     return FIRST_USER, password
 

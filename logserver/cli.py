@@ -31,9 +31,13 @@ from logserver.server import serve
 
 
 def _options_epilog() -> str:
+    """The serve options' table: flag, environment variable, default, each column two spaces wider
+    than its longest entry so that none runs into the next."""
+    flag_width = max(len(option.flag) for option in SERVE_OPTIONS) + 2
+    env_width = max(len(option.env) for option in SERVE_OPTIONS) + 2
     lines = ["serve options (flag > environment > default):"]
     for option in SERVE_OPTIONS:
-        lines.append(f"  {option.flag:<22}{option.env:<30}default {option.default_text}")
+        lines.append(f"  {option.flag:<{flag_width}}{option.env:<{env_width}}default {option.default_text}")
     return "\n".join(lines)
 
 
@@ -254,12 +258,20 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _read_password() -> str:
+    """At a terminal: asked twice, unechoed (Ctrl-D or Ctrl-C gives up); else stdin's first line."""
     if sys.stdin.isatty():
-        password = getpass.getpass("password: ")
-        if password != getpass.getpass("again: "):
-            raise ValueError("the passwords differ")
+        try:
+            password = getpass.getpass("password: ")
+            if password != getpass.getpass("again: "):
+                raise ValueError("the passwords differ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)  # the prompt's line is left open
+            raise ValueError("no password given; nothing changed") from None
         return password
-    return sys.stdin.readline().rstrip("\r\n")
+    line = sys.stdin.readline()
+    if not line:
+        raise ValueError("no password on stdin; nothing changed")
+    return line.rstrip("\r\n")
 
 
 def _permissions(args: argparse.Namespace) -> Permissions | None:

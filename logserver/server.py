@@ -121,7 +121,7 @@ async def serve(config: ServerConfig) -> None:
         runner = await start_listener(server, config, tls)
         try:
             log.info(
-                "listening on %s://%s:%d (data %s, fsync %s, %d streams)",
+                "listening on %s://%s:%d (data dir %s, fsync %s, %d streams)",
                 "https" if tls else "http",
                 config.host,
                 config.port,

@@ -34,7 +34,11 @@ def build_server(
     """
     api = StreamApi(engine, config.max_limit)
     metrics = RequestMetrics()
-    document = orjson.dumps(openapi_document(config.max_limit, config.max_batch))
+    document = orjson.dumps(
+        openapi_document(
+            config.max_limit, config.max_batch, config.max_event_name_chars, config.public_metrics
+        )
+    )
     stopping = asyncio.Event()
     extensions = ExtensionApi(engine, config.max_limit, config.max_batch, document, metrics, stopping)
     samples = SampleRing(engine.list_streams, engine.consumer_lag, config.samples_interval)

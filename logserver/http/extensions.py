@@ -23,7 +23,7 @@ from .api import append_parameters
 from .follow import Follower, wants_event_stream
 from .metrics import RequestMetrics
 from .request_user import request_user
-from .responses import bad_request, json_response
+from .responses import ApiError, bad_request, json_response
 from .routes import PathParams
 
 MAX_HEARTBEAT_SECONDS = 60.0
@@ -130,7 +130,7 @@ class ExtensionApi:
         if follow not in ("true", "false"):
             raise bad_request("follow must be true or false")
         if follow == "true" and not wants_event_stream(request):
-            raise bad_request("follow=true needs Accept: text/event-stream")
+            raise ApiError(406, "follow=true needs Accept: text/event-stream")
         resume = request.headers.get("Last-Event-ID") if follow == "true" else None
         if resume is not None:  # an SSE client reconnecting: on after the last event it got
             start = Bound(sequence=_positive_int(resume, "Last-Event-ID") + 1)
@@ -148,9 +148,9 @@ class ExtensionApi:
             validation.event_name(event_name, "eventName")
         limit = validation.limit(query.get("limit"), self._max_limit)
         history = HistoryQuery(start, limit, stop, event_name)
+        heartbeat = query.get("heartbeat", DEFAULT_HEARTBEAT)  # checked even when not following
+        seconds = validation.seconds(heartbeat, "heartbeat", MAX_HEARTBEAT_SECONDS, allow_zero=False)
         if follow == "true":
-            heartbeat = query.get("heartbeat", DEFAULT_HEARTBEAT)
-            seconds = validation.seconds(heartbeat, "heartbeat", MAX_HEARTBEAT_SECONDS, allow_zero=False)
             follower = Follower(self._engine, self._stopping, seconds)
             return await follower.follow(request, params["stream"], history)
         page = await self._engine.history(params["stream"], history)
@@ -187,9 +187,10 @@ def _json_object(raw: bytes) -> dict[str, Any]:
 def _positive_int(value: Any, field: str) -> int:
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         value = int(value)
-    if type(value) is not int or value < 1 or value > MAX_SEQUENCE:
+    number = validation.whole_number(value)
+    if number is None or number < 1 or number > MAX_SEQUENCE:
         raise bad_request(f"{field} must be a positive integer")
-    return value
+    return number
 
 
 def _time(value: Any, field: str) -> datetime:

@@ -8,6 +8,7 @@ import os
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 from logserver.engine import StreamFigures
 
@@ -86,7 +87,31 @@ class RequestMetrics:
         render_engine(figures, emit)
         _family(emit, "logserver_open_files", "gauge", "File descriptors the process holds.")
         emit(f"logserver_open_files {len(os.listdir('/proc/self/fd'))}")
+        render_process(emit)
         return ("\n".join(lines) + "\n").encode()
+
+
+def render_process(emit: Emit) -> None:
+    """The process metrics Prometheus clients export by these names (read from /proc, Linux)."""
+    times = os.times()
+    resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    _family(emit, "process_cpu_seconds_total", "counter", "User and system CPU time spent in seconds.")
+    emit(f"process_cpu_seconds_total {times.user + times.system}")
+    _family(emit, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
+    emit(f"process_resident_memory_bytes {resident_pages * os.sysconf('SC_PAGE_SIZE')}")
+    _family(emit, "process_open_fds", "gauge", "Number of open file descriptors.")
+    emit(f"process_open_fds {len(os.listdir('/proc/self/fd'))}")
+    _family(emit, "process_start_time_seconds", "gauge", "Start time of the process since the epoch (s).")
+    emit(f"process_start_time_seconds {_process_start_time()}")
+
+
+def _process_start_time() -> float:
+    """When this process started (Unix seconds): boot time plus its start in clock ticks after boot."""
+    # The command name (field 2) may hold spaces: count the fields after its closing parenthesis.
+    after_name = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+    started_ticks = int(after_name[19])  # field 22, the 20th after the name
+    boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+    return int(boot.split()[1]) + started_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def render_engine(streams: list[StreamFigures], emit: Emit) -> None:

@@ -24,6 +24,8 @@ MAX_NESTING = 128
 RETENTION_KEYS = ("maxAgeSeconds", "maxBytes")
 MAX_RETENTION_AGE_SECONDS = 100 * 365 * 86400  # 100 years
 MAX_RETENTION_BYTES = 2**62
+# The largest integer JSON parsing hands over as an int (orjson: unsigned 64 bits).
+MAX_EVENT_VERSION = 2**64 - 1
 DEFAULT_LIMIT = 10
 # 10 digits hold any sane limit and keep int() away from pathological inputs.
 _MAX_LIMIT_DIGITS = 10
@@ -98,9 +100,10 @@ def event_fields(body: Any, where: str = "", nesting_checked: bool = False) -> d
     if not isinstance(event, dict):
         raise bad_request(f"{at}event must be an object")
     event_name(event.get("name"), f"{at}event.name")
-    version = event.get("version")
-    if type(version) is not int or version < 1:  # bool is an int subclass: reject it too
-        raise bad_request(f"{at}event.version must be an integer >= 1")
+    version = whole_number(event.get("version"))
+    if version is None or not 1 <= version <= MAX_EVENT_VERSION:
+        raise bad_request(f"{at}event.version must be an integer from 1 to {MAX_EVENT_VERSION}")
+    event["version"] = version  # 2.0 is stored as 2
 
     _string_fields(body, "system", _SYSTEM_STRING_FIELDS, at)
     system = body.get("system")
@@ -116,6 +119,18 @@ def event_fields(body: Any, where: str = "", nesting_checked: bool = False) -> d
     elif not isinstance(body["payload"], dict):
         raise bad_request(f"{at}payload must be an object")
     return body
+
+
+def whole_number(value: Any) -> int | None:
+    """`value` as an int if JSON would call it an integer (3 or 3.0, as JSON Schema does), else None.
+
+    A bool is an int subclass in Python but not a JSON number: refused.
+    """
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
 
 
 def nests_deeper(value: Any, levels: int) -> bool:
@@ -154,9 +169,10 @@ def _limit_or_null(value: Any, field: str, maximum: int) -> int | None:
     """A retention limit: None for null, else an integer from 1 to `maximum` (400 otherwise)."""
     if value is None:
         return None
-    if type(value) is not int or not 1 <= value <= maximum:  # bool and float are refused too
+    number = whole_number(value)
+    if number is None or not 1 <= number <= maximum:
         raise bad_request(f"{field} must be an integer from 1 to {maximum} or null")
-    return value
+    return number
 
 
 def _string_fields(body: dict[str, Any], section: str, names: tuple[str, ...], at: str) -> None:

@@ -125,6 +125,6 @@ async def test_follow_needs_the_event_stream_accept_header(client: Client) -> No
     await append_ok(client, STREAM)
     path = events_path(STREAM).removesuffix("/events") + "/history"
     response = await client.get(path, params={"follow": "true"}, headers=AUTH)
-    assert "text/event-stream" in await expect(response, 400)
+    assert "text/event-stream" in await expect(response, 406)
     response = await client.get(path, params={"follow": "maybe"}, headers=AUTH)
     await expect(response, 400)

@@ -198,3 +198,34 @@ async def test_openapi_describes_every_route_and_real_responses_match_it(client:
     check(lag, {"type": "array", "items": {"$ref": "#/components/schemas/ConsumerLag"}})
     error = await expect(await append(client, STREAM, {"event": {}}), 400)
     check(error, schemas["Error"])
+
+
+async def test_openapi_names_every_operation_and_its_server(client: Client) -> None:
+    document = await expect(await client.get("/api/v1/openapi.json"), 200)
+    assert document["servers"] == [{"url": "/", "description": "the server that serves this document"}]
+    operations = [
+        op for item in document["paths"].values() for key, op in item.items() if key != "parameters"
+    ]
+    ids = [operation["operationId"] for operation in operations]
+    assert len(ids) == len(set(ids)) == len(operations)
+    appends = document["paths"]["/api/v1/streams/{stream}/events"]["post"]["responses"]
+    assert {"403", "408", "409", "417", "431", "503"} <= appends.keys()
+
+
+async def test_whole_numbers_written_with_a_fraction_are_integers(client: Client) -> None:
+    """JSON (and JSON Schema) call 2.0 an integer: the server takes it, and stores it as 2."""
+    event_id = await append_ok(client, STREAM, event_body(event={"name": "A", "version": 2.0}))
+    assert (await get(client, events_path(STREAM, event_id)))["event"]["version"] == 2
+    retention_path = events_path(STREAM).removesuffix("/events") + "/retention"
+    kept = await client.put(retention_path, data=b'{"maxAgeSeconds": 60.0}', headers=AUTH)
+    assert (await expect(kept, 200))["retention"] == {"maxAgeSeconds": 60}
+    await expect(await client.put(retention_path, data=b'{"maxAgeSeconds": 60.5}', headers=AUTH), 400)
+    huge = event_body(event={"name": "A", "version": 1e300})
+    assert "event.version" in await expect(await append(client, STREAM, huge), 400)
+
+
+async def test_history_checks_heartbeat_when_not_following(client: Client) -> None:
+    await append_ok(client, STREAM)
+    path = events_path(STREAM).removesuffix("/events") + "/history"
+    response = await client.get(path, params={"heartbeat": "61"}, headers=AUTH)
+    assert "heartbeat" in await expect(response, 400)
