@@ -1,4 +1,5 @@
-"""The README's curl walkthrough, run as written against a real `python -m logserver serve`."""
+"""The README's curl walkthrough and docs/api.md's examples, run as written against a real
+`python -m logserver serve`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+API_DOC = ROOT / "docs" / "api.md"  # the extensions' examples continue the walkthrough
 STARTUP_DEADLINE_SECONDS = 60.0
 
 
@@ -32,8 +35,9 @@ def walkthrough_script() -> str:
 
 
 def extension_examples() -> list[str]:
-    blocks = re.findall(r"<!-- extension -->\n```sh\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
-    assert len(blocks) >= 9, "README.md lost its extension examples"
+    text = API_DOC.read_text(encoding="utf-8") + README.read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- extension -->\n```sh\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) >= 9, "docs/api.md lost its extension examples"
     return blocks
 
 
