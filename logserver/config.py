@@ -1,7 +1,7 @@
 """Server settings and the one table of options that the CLI flags and LOGSERVER_* env share.
 
 Precedence is flag > environment > default. Keeping every option in one table
-means `--help`, the env names and the README can't drift apart.
+means `--help`, the env names and docs/operations.md can't drift apart.
 """
 
 from __future__ import annotations

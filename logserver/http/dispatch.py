@@ -47,7 +47,7 @@ _EXPECT_DETAIL = "only 'Expect: 100-continue' is supported"
 
 class Dispatcher:
     """What aiohttp's Application, router and middleware chain did, in one call per request:
-    they cost about a fifth of a bare aiohttp app's time per request (bench/README).
+    they cost about a fifth of a bare aiohttp app's time per request (docs/performance.md).
 
     Public routes skip auth, and so do unmatched paths (their 404/405 reveals only the route
     table). A client address with too many recent failures gets 429 for credentials it has not

@@ -1,4 +1,4 @@
-"""Routes beyond SPEC v1 (documented in the README and /api/v1/openapi.json): batch append,
+"""Routes beyond SPEC v1 (documented in docs/api.md and /api/v1/openapi.json): batch append,
 batch ack, stream and consumer listings, seek, single-event look-up, history and its live
 follow, retention, metrics.
 

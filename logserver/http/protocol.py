@@ -9,7 +9,7 @@ as every other error. This hooks aiohttp's `Server` and `RequestHandler`, so
 tests/api/test_limits.py, tests/server/test_connections.py and the fuzzer check
 it against each aiohttp upgrade.
 
-Connections are bounded three ways (README "Limits"): aiohttp's keep-alive timer
+Connections are bounded three ways (docs/operations.md "Limits"): aiohttp's keep-alive timer
 closes a connection without a complete request `idle_timeout` seconds after it
 opened or after its last response; a sweep once a second closes one whose request
 head or body has been arriving for more than `read_timeout` seconds (a slowloris
@@ -89,7 +89,7 @@ class ApiServer(web.Server):
 
     No Application, router or middleware chain stands between the HTTP parser and the
     dispatcher: against a bare aiohttp Application answering a constant, this server alone is
-    about 1.2x faster (bench/README). Requests carry `client_max_size`, so read() raises 413.
+    about 1.2x faster (docs/performance.md). Requests carry `client_max_size`, so read() raises 413.
     At shutdown (before it waits for in-flight requests) it sets `stopping`, which ends long-lived
     answers (live follows), and calls `on_shutdown`, which stops what the server runs besides
     requests (the console's sampler).

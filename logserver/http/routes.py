@@ -66,7 +66,7 @@ def route_table(
         # An ack moves the consumer's position: part of consuming, not producing.
         Route("POST", f"{stream}/events/{{eventID}}", api.ack, permission="consume"),
         Route("GET", "/health", api.health, public=True),
-        # Extensions (README "Extensions", /api/v1/openapi.json)
+        # Extensions (docs/api.md "Extensions", /api/v1/openapi.json)
         Route("POST", f"{stream}/events:batch", more.append_batch, permission="produce"),
         Route("POST", f"{stream}/events:ack", more.ack_many, permission="consume"),
         Route("GET", f"{stream}/events/{{eventID}}", more.get_event, permission="consume"),

@@ -1,6 +1,6 @@
 """JetStreamEngine: the engine interface on a NATS JetStream cluster, for stateless gateways.
 
-What maps to what (README "JetStream engine" has the reasons):
+What maps to what (docs/operations.md "JetStream engine" has the reasons):
 - a logserver stream is one JetStream stream `LS_<digest of the name>`, subjects
   `ls.<digest>.<base64url event name>`; the JetStream sequence is the event's sequence;
 - the stream's owner, creation time, id prefix and own retention are one key of the
