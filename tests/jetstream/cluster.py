@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
+from nats.js.errors import NotFoundError
+
+from logserver.jetstream.names import BATCH_KEYS_BUCKET, CONSUMERS_BUCKET, JS_STREAM_PREFIX, STREAMS_BUCKET
+
 START_TIMEOUT = 30.0
+ENGINE_BUCKET_STREAMS = {f"KV_{bucket}" for bucket in (STREAMS_BUCKET, CONSUMERS_BUCKET, BATCH_KEYS_BUCKET)}
 POLL_SECONDS = 0.1
 
 
@@ -215,3 +221,24 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    async def clean_slate(self) -> None:
+        """Delete every logserver stream and empty logserver's KV buckets: as if nothing was stored.
+
+        The buckets are purged, not deleted: recreating three replicated buckets per test costs
+        Raft elections, a purge costs one replicated write.
+        """
+        connection = await nats.connect(servers=self.urls, connect_timeout=5)
+        try:
+            js = connection.jetstream(timeout=10)
+            for info in await js.streams_info():
+                name = info.config.name or ""
+                try:
+                    if name.startswith(JS_STREAM_PREFIX):
+                        await js.delete_stream(name)
+                    elif name in ENGINE_BUCKET_STREAMS:
+                        await js.purge_stream(name)
+                except NotFoundError:
+                    continue
+        finally:
+            await connection.close()
