@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from logserver.jetstream.names import BATCH_KEYS_BUCKET, CONSUMERS_BUCKET, JS_STREAM_PREFIX, STREAMS_BUCKET
+from logserver.jetstream.retry import through_elections
 
 START_TIMEOUT = 30.0
 ENGINE_BUCKET_STREAMS = {f"KV_{bucket}" for bucket in (STREAMS_BUCKET, CONSUMERS_BUCKET, BATCH_KEYS_BUCKET)}
@@ -169,7 +171,9 @@ class NatsCluster:
         return next(node for node in self.nodes if node.name == name)
 
     def wait_for_meta_leader(self, timeout: float = START_TIMEOUT) -> str:
-        """The meta leader's name once every running node reports the same one."""
+        """The meta leader's name once every running node reports the same one and the leader
+        sees every other running node current (before that, a replicated stream's creation may
+        be refused: "no suitable peers for placement, peer offline")."""
         deadline = time.monotonic() + timeout
         while True:
             leaders = set()
@@ -183,10 +187,22 @@ class NatsCluster:
                     continue
                 leaders.add(meta.get("leader") if self.size > 1 else node.name)
             if len(leaders) == 1 and None not in leaders:
-                return str(leaders.pop())
+                leader = str(leaders.pop())
+                if self.size == 1 or self.leader_sees_peers_current(leader):
+                    return leader
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no JetStream meta leader within {timeout} s: {leaders}")
             time.sleep(POLL_SECONDS)
+
+    def leader_sees_peers_current(self, leader: str) -> bool:
+        """Whether the meta leader has every other running node current (followers do not track
+        each other, so only the leader's view tells)."""
+        try:
+            meta = self.node(leader).jsz().get("meta_cluster", {})
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+        replicas = meta.get("replicas", [])
+        return all(peer.get("current") for peer in replicas if self.node(str(peer["name"])).running)
 
     def stream_leader(self, stream: str) -> str:
         """The node leading a JetStream stream's Raft group (from /jsz?streams=true)."""
@@ -226,19 +242,25 @@ class NatsCluster:
         """Delete every logserver stream and empty logserver's KV buckets: as if nothing was stored.
 
         The buckets are purged, not deleted: recreating three replicated buckets per test costs
-        Raft elections, a purge costs one replicated write.
+        Raft elections, a purge costs one replicated write. Retried while the cluster answers as
+        leaderless (a cluster just started may time out its first JetStream requests).
         """
         connection = await nats.connect(servers=self.urls, connect_timeout=5)
         try:
-            js = connection.jetstream(timeout=10)
-            for info in await js.streams_info():
-                name = info.config.name or ""
-                try:
-                    if name.startswith(JS_STREAM_PREFIX):
-                        await js.delete_stream(name)
-                    elif name in ENGINE_BUCKET_STREAMS:
-                        await js.purge_stream(name)
-                except NotFoundError:
-                    continue
+            js = connection.jetstream(timeout=5)
+            await through_elections(lambda: wipe_logserver_streams(js), START_TIMEOUT, "cleaning up")
         finally:
             await connection.close()
+
+
+async def wipe_logserver_streams(js: JetStreamContext) -> None:
+    """Delete the LS_* streams and purge logserver's buckets (what is gone already is skipped)."""
+    for info in await js.streams_info():
+        name = info.config.name or ""
+        try:
+            if name.startswith(JS_STREAM_PREFIX):
+                await js.delete_stream(name)
+            elif name in ENGINE_BUCKET_STREAMS:
+                await js.purge_stream(name)
+        except NotFoundError:
+            continue
