@@ -8,7 +8,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY logserver ./logserver
-RUN pip install '.[speed]'
+# docker-compose.jetstream.yml builds with speed,jetstream (the NATS client for --engine jetstream)
+ARG LOGSERVER_EXTRAS=speed
+RUN pip install ".[${LOGSERVER_EXTRAS}]"
 
 # A fixed non-root uid so a bind-mounted data directory can be chown'ed to match.
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin logserver \

@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 JETSTREAM_STAMP := $(VENV)/.installed-jetstream
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-slow test-browser test-jetstream test-api-jetstream bench bench-quick build-compiled test-compiled clean-compiled lint fmt clean docker-build
+.PHONY: help run test test-slow test-browser test-jetstream test-api-jetstream bench bench-quick bench-jetstream build-compiled test-compiled clean-compiled lint fmt clean docker-build
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ bench: $(BENCH_STAMP) ## benchmark vs a bare aiohttp ceiling and PostgreSQL (~16
 
 bench-quick: $(BENCH_STAMP) ## the same benchmark in about 2 minutes (short runs, no repeats)
 	$(PY) bench/run.py --quick $(BENCH_ARGS)
+
+bench-jetstream: $(JETSTREAM_STAMP) ## appends via 1 and 2 JetStream gateways (3-node cluster) beside the file engine (~1 min)
+	$(PY) bench/jetstream.py $(BENCH_ARGS)
 
 build-compiled: $(STAMP) ## compile the hot path with mypyc, in place (no C compiler: stays pure Python)
 	LOGSERVER_MYPYC=1 $(PY) setup.py build_ext --inplace

@@ -102,11 +102,17 @@ class Server:
         return self.process.pid
 
 
-def start_server(label: str, command: Sequence[str], work: Path, timeout: float = 120) -> Server:
-    """Start `command` (which must listen on the port given as {port}) and wait for /health 200."""
+def start_server(
+    label: str, command: Sequence[str], work: Path, timeout: float = 120, cpu: str | None = SERVER_CPU
+) -> Server:
+    """Start `command` (which must listen on the port given as {port}) and wait for /health 200.
+
+    It runs on `cpu`, or on any core for None (several processes that should spread out).
+    """
     port = free_port()
     log_path = work / f"{label.replace(' ', '-').replace('=', '-')}.log"
-    argv = pinned(SERVER_CPU, [part.format(port=port) for part in command])
+    argv = [part.format(port=port) for part in command]
+    argv = pinned(cpu, argv) if cpu is not None else argv
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
     server = Server(label, f"http://127.0.0.1:{port}", process, log_path)

@@ -98,9 +98,10 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
     data_dir_help = "data directory [env LOGSERVER_DATA_DIR, default data]"
     check = commands.add_parser(
         "check",
-        help="verify every record and index offline; --repair cuts damage into quarantine/",
-        description="Read every record of every segment and compare every index. Exit 1 if damage "
-        "remains. --repair takes the data dir's lock, so stop the server first.",
+        help="verify every file of every stream offline; --repair keeps what is intact",
+        description="Read every record of every segment against the manifest, every index, meta.json "
+        "and the consumer checkpoint. Exit 1 naming each damaged stream and file if damage remains. "
+        "--repair takes the data dir's lock, so stop the server first.",
     )
     check.add_argument(
         "--data-dir",
@@ -109,7 +110,11 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
         default=env.get("data_dir", ServerConfig.data_dir),
         help=data_dir_help,
     )
-    check.add_argument("--repair", action="store_true", help="truncate at the first bad record")
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="keep every intact record, rebuild metadata and consumer state; old files to quarantine/",
+    )
 
     backup_parser = commands.add_parser(
         "backup",
@@ -125,8 +130,43 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
         default=env.get("data_dir", ServerConfig.data_dir),
         help=data_dir_help,
     )
+    _migrate_options(commands, env, data_dir_help)
     client_cli.add_commands(commands)
     return parser
+
+
+def _migrate_options(commands: Any, env: dict[str, Any], data_dir_help: str) -> None:
+    """`migrate`: where the data dir is and which NATS cluster takes its streams."""
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy every stream and consumer position of a data dir into a JetStream cluster",
+        description="Append every stream's events, in order and with the same owner, to the "
+        "JetStream engine on the cluster, then set every consumer's position. Idempotent: a re-run "
+        "appends only what is missing. Takes the data dir's lock, so stop the server first. "
+        "Event ids change (the summary says how sequences map).",
+    )
+    migrate.add_argument("--to", required=True, metavar="URLS", help="NATS server URLs, comma-separated")
+    migrate.add_argument(
+        "--nats-monitor-url",
+        metavar="URLS",
+        default=env.get("nats_monitor_url", ServerConfig.nats_monitor_url),
+        help="every NATS node's HTTP monitoring URL, comma-separated "
+        "[env LOGSERVER_NATS_MONITOR_URL, default http://127.0.0.1:8222]",
+    )
+    migrate.add_argument(
+        "--nats-replicas",
+        type=int,
+        metavar="N",
+        default=env.get("nats_replicas", ServerConfig.nats_replicas),
+        help="replicas of each stream [env LOGSERVER_NATS_REPLICAS, default 3]",
+    )
+    migrate.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        default=env.get("data_dir", ServerConfig.data_dir),
+        help=data_dir_help,
+    )
 
 
 def _users_file_options(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
@@ -163,13 +203,15 @@ def _check(args: argparse.Namespace) -> int:
             os.close(lock)
     damaged = 0
     for report in reports:
-        state = "ok" if not report.problems else ("repaired" if report.repairs else "DAMAGED")
+        state = "ok" if not report.problems else ("DAMAGED" if report.damaged else "repaired")
         print(f"{state:9}{report.directory.name}: {report.events} events in {report.segments} segments")
         for problem in report.problems:
             print(f"         problem: {problem}")
         for repair in report.repairs:
             print(f"         repair:  {repair}")
-        damaged += bool(report.problems and not report.repairs)
+        for left in report.unrepaired:
+            print(f"         not repaired: {left}")
+        damaged += report.damaged
     print(f"{len(reports)} streams checked, {damaged} damaged")
     return 1 if damaged else 0
 
@@ -182,6 +224,33 @@ def _backup(args: argparse.Namespace) -> int:
         return 1
     print(f"logserver: copied {copied:,} bytes of streams to {args.destination}", file=sys.stderr)
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from logserver.migrate import migrate_data_dir
+
+    config = ServerConfig(
+        engine="jetstream",
+        nats_url=args.to,
+        nats_monitor_url=args.nats_monitor_url,
+        nats_replicas=args.nats_replicas,
+    )
+    try:
+        reports = asyncio.run(migrate_data_dir(args.data_dir, config))
+    except ImportError as exc:
+        print(f"logserver: {exc}: pip install -e '.[jetstream]'", file=sys.stderr)
+        return 1
+    except (EngineError, OSError) as exc:
+        print(f"logserver: migrate stopped: {exc}; a re-run resumes where it stopped", file=sys.stderr)
+        return 1
+    for report in reports:
+        print(report.line())
+    copied = sum(report.copied for report in reports)
+    print(
+        f"{len(reports)} streams, {copied} events appended; event ids differ on the new engine "
+        "(same order; sequences the same unless a line says they shifted)"
+    )
+    return 1 if any(report.skipped for report in reports) else 0
 
 
 def _read_password() -> str:
@@ -298,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "user": _user,
         "check": _check,
         "backup": _backup,
+        "migrate": _migrate,
     }
     run: Callable[[argparse.Namespace], int] = getattr(args, "client_command", None) or commands[args.command]
     return run(args)

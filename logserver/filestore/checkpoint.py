@@ -13,14 +13,17 @@ fsync; the last line for a position wins. When the log passes COMPACT_BYTES
 (and at close) the state is written as a new snapshot and the log starts
 over, like a write-ahead log and its checkpoint:
 
-    consumers.json  {"version":1,"logGeneration":G,"consumers":{...}}
+    consumers.json  {"_crc":"…","version":1,"logGeneration":G,"consumers":{...}}
     consumers.acks  a header line for generation G, then one line per changed position
 
 Compaction writes the snapshot (naming generation G+1) durably before it
 replaces the log with an empty one of generation G+1, so a crash between the
 two leaves a snapshot that already holds the old log's lines, and the old log
-is ignored because its generation is not the snapshot's. A torn last line
-fails its checksum and is cut at load, as a segment's torn tail is.
+is ignored because its generation is the snapshot's minus one. A torn last line
+fails its checksum and is cut at load, as a segment's torn tail is; any other damage
+(a bad header, a bad line with good ones after it, a missing log beside a snapshot, a
+snapshot failing its checksum) refuses the stream (CheckpointDamaged) until a repair
+rebuilds the positions from what passes its checksum (`rebuild`).
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ from typing import Any
 import orjson
 
 from .atomic_file import fsync_file, replace_atomically, write_all
+from .checked_json import decode_checked, encode_checked
 from .errors import storage_error
 from .group_commit import GroupCommit
+from .quarantine import keep_aside
 
 CHECKPOINT_FILE = "consumers.json"
 ACK_LOG_FILE = "consumers.acks"
@@ -61,6 +66,17 @@ def _log_line(doc: Any) -> bytes:
 
 def _header(generation: int) -> bytes:
     return _log_line({"logGeneration": generation})
+
+
+class CheckpointDamaged(ValueError):
+    """consumers.json or consumers.acks is damaged where recovery may not cut: the stream is refused."""
+
+
+def _integer(value: Any) -> int:
+    """`value` if it is an int (not a bool); TypeError otherwise."""
+    if type(value) is not int:
+        raise TypeError(f"{value!r} is not an integer")
+    return value
 
 
 def _parse_log_line(line: bytes) -> Any:
@@ -98,41 +114,115 @@ class ConsumerCheckpoint:
 
     @classmethod
     def load(cls, path: Path, fsync_each_save: bool) -> ConsumerCheckpoint:
+        """The saved positions; CheckpointDamaged when a file is damaged before its torn tail."""
         checkpoint = cls(path, fsync_each_save)
-        if path.exists():
-            raw = orjson.loads(path.read_bytes())
-            checkpoint._generation = raw.get("logGeneration", 0)
-            for consumer, names in raw["consumers"].items():
-                checkpoint.positions[consumer] = {
-                    name: ConsumerPosition(entry["position"], set(entry["acked"]))
-                    for name, entry in names.items()
-                }
-        checkpoint._replay()
+        snapshot_legacy = checkpoint._load_snapshot()
+        checkpoint._replay(snapshot_legacy)
         return checkpoint
 
-    def _replay(self) -> None:
+    @classmethod
+    def rebuild(cls, path: Path, fsync_each_save: bool) -> tuple[ConsumerCheckpoint, list[str]]:
+        """What can be trusted of damaged files, for a repair: the snapshot if it passes its
+        checksum, then every ack log line that passes its own, in order (the last wins).
+
+        Conservative: a line lost makes its position fall back to an earlier saved one (the
+        events are delivered again), never move past what a checksum proves was saved.
+        Returns the checkpoint (not yet written) and what was dropped.
+        """
+        checkpoint = cls(path, fsync_each_save)
+        dropped: list[str] = []
+        try:
+            checkpoint._load_snapshot()
+        except CheckpointDamaged as exc:
+            checkpoint.positions.clear()
+            dropped.append(f"{exc}: its positions are not used")
+        try:
+            data = checkpoint.log_path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        lines = data.split(b"\n")
+        header = _parse_log_line(lines[0]) if data else None
+        if isinstance(header, dict) and isinstance(header.get("logGeneration"), int):
+            checkpoint._generation = max(checkpoint._generation, header["logGeneration"])
+        bad = 0
+        for line in lines[1:]:
+            if line and not checkpoint._apply_line(_parse_log_line(line)):
+                bad += 1
+        if bad:
+            dropped.append(f"{ACK_LOG_FILE}: {bad} damaged lines dropped")
+        return checkpoint, dropped
+
+    def _load_snapshot(self) -> bool:
+        """Read `consumers.json` if it exists; returns whether it was written without a checksum."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return False
+        try:
+            document = decode_checked(data)
+            self._generation = _integer(document.doc.get("logGeneration", 0))
+            for consumer, names in document.doc["consumers"].items():
+                self.positions[consumer] = {
+                    name: ConsumerPosition(_integer(entry["position"]), {_integer(s) for s in entry["acked"]})
+                    for name, entry in names.items()
+                }
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointDamaged(f"{CHECKPOINT_FILE} is damaged ({exc})") from None
+        return document.legacy
+
+    def _replay(self, snapshot_legacy: bool) -> None:
+        """Apply the ack log's lines of the snapshot's generation; cut only a torn tail."""
         try:
             data = self.log_path.read_bytes()
         except FileNotFoundError:
+            if self.path.exists() and not snapshot_legacy:
+                # Every save writes the log before or with the snapshot (_write_compacted).
+                raise CheckpointDamaged(
+                    f"{ACK_LOG_FILE} is missing: acks since the last snapshot are lost"
+                ) from None
             return
         lines = data.split(b"\n")
         header = _parse_log_line(lines[0])
-        if not isinstance(header, dict) or header.get("logGeneration") != self._generation or len(lines) < 2:
-            # Compaction stopped between its two writes (the snapshot holds these lines),
-            # or the header itself is torn: the next save starts a new log.
-            return
+        if not isinstance(header, dict) or not isinstance(header.get("logGeneration"), int) or len(lines) < 2:
+            raise CheckpointDamaged(
+                f"{ACK_LOG_FILE}: the header line is damaged; every ack line after it is unread"
+            )
+        generation = header["logGeneration"]
+        if generation == self._generation - 1:
+            return  # compaction stopped between its two writes: the snapshot holds these lines
+        if generation != self._generation:
+            raise CheckpointDamaged(
+                f"{ACK_LOG_FILE} is of generation {generation}, {CHECKPOINT_FILE} of {self._generation}: "
+                "one of them was replaced or lost"
+            )
         good = len(lines[0]) + 1
-        for line in lines[1:-1]:  # the piece after the last newline is empty or torn
-            doc = _parse_log_line(line)
-            if not isinstance(doc, list) or len(doc) != 4:
+        for number, line in enumerate(lines[1:-1], 2):  # the piece after the last newline is empty or torn
+            if not self._apply_line(_parse_log_line(line)):
+                if any(_parse_log_line(later) is not None for later in lines[number:]):
+                    raise CheckpointDamaged(
+                        f"{ACK_LOG_FILE}: line {number} (byte {good}) is damaged and valid lines follow it"
+                    )
                 break
-            consumer, name, position, acked = doc
-            self.positions.setdefault(consumer, {})[name] = ConsumerPosition(position, set(acked))
             good += len(line) + 1
         if good < len(data):
-            log.warning("%s: cut %d bytes of a torn tail", self.log_path, len(data) - good)
+            kept = keep_aside(self.log_path.parent, ACK_LOG_FILE, good, data[good:])
+            log.warning("%s: cut %d bytes of a torn tail (kept in %s)", self.log_path, len(data) - good, kept)
             os.truncate(self.log_path, good)
         self._log_size = good
+
+    def _apply_line(self, doc: Any) -> bool:
+        """Set the position one ack log line records; False when the line is not one."""
+        if not isinstance(doc, list) or len(doc) != 4:
+            return False
+        consumer, name, position, acked = doc
+        if not (isinstance(consumer, str) and isinstance(name, str) and isinstance(acked, list)):
+            return False
+        try:
+            entry = ConsumerPosition(_integer(position), {_integer(s) for s in acked})
+        except TypeError:
+            return False
+        self.positions.setdefault(consumer, {})[name] = entry
+        return True
 
     def get(self, consumer: str, event_name: str) -> ConsumerPosition | None:
         names = self.positions.get(consumer)
@@ -175,7 +265,7 @@ class ConsumerCheckpoint:
         return moved
 
     def encode(self, generation: int) -> bytes:
-        return orjson.dumps(
+        return encode_checked(
             {
                 "version": 1,
                 "logGeneration": generation,
@@ -247,6 +337,9 @@ class ConsumerCheckpoint:
         # goes, or a power cut could leave the new log next to the old snapshot.
         header = _header(generation)
         try:
+            if not self.log_path.exists():  # the first save: a log before the snapshot, so that
+                # a snapshot without a log beside it is always damage (see _replay)
+                replace_atomically(self.log_path, _header(generation - 1))
             replace_atomically(self.path, snapshot)
             replace_atomically(self.log_path, header)
         except OSError as exc:

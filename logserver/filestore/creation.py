@@ -16,6 +16,7 @@ from logserver.engine import SequenceMismatch, StreamLimitReached, check_stream_
 
 from .atomic_file import fsync_directory
 from .errors import storage_error
+from .manifest import Manifest, SegmentEntry
 from .metadata import StreamMetadata
 from .names import stream_dir_name, stream_name_from_dir
 from .record import utc_now_rfc3339
@@ -110,6 +111,7 @@ class StreamCreator:
         staging.mkdir()
         try:
             metadata.save(staging)
+            Manifest([SegmentEntry(1, 0, 0)], clean=True).save(staging)
             os.close(os.open(staging / segment_file_name(1), os.O_WRONLY | os.O_CREAT, 0o644))
             fsync_directory(staging)
             os.rename(staging, directory)

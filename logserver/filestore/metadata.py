@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
 from logserver.engine import MAX_SEQUENCE
 
 from .atomic_file import replace_atomically
+from .checked_json import decode_checked, encode_checked
 
 METADATA_FILE = "meta.json"
 
@@ -32,9 +31,10 @@ class StreamMetadata:
     created_at: str
     epochs: list[Epoch] = field(default_factory=list)
     retention: dict[str, float] | None = None  # this stream's own maxAgeSeconds / maxBytes
+    legacy: bool = False  # read from a file without a checksum (the previous format)
 
     def encode(self) -> bytes:
-        return orjson.dumps(
+        return encode_checked(
             {
                 "name": self.name,
                 "owner": self.owner,
@@ -42,14 +42,22 @@ class StreamMetadata:
                 "epochs": [[f"{e.prefix:016x}", e.first_sequence] for e in self.epochs],
                 "retention": self.retention,
             },
-            option=orjson.OPT_INDENT_2,
+            indent=True,
         )
 
     @classmethod
     def decode(cls, data: bytes) -> StreamMetadata:
-        raw = orjson.loads(data)
-        epochs = [Epoch(int(prefix, 16), first) for prefix, first in raw.get("epochs", [])]
-        return cls(raw["name"], raw["owner"], raw["createdAt"], epochs, raw.get("retention"))
+        """The metadata in `data`; ValueError, KeyError or TypeError when it is damaged."""
+        document = decode_checked(data)
+        raw = document.doc
+        epochs = [Epoch(int(prefix, 16), int(first)) for prefix, first in raw.get("epochs", [])]
+        name, owner, created_at = raw["name"], raw["owner"], raw["createdAt"]
+        retention = raw.get("retention")
+        if not all(isinstance(v, str) for v in (name, owner, created_at)) or not (
+            retention is None or isinstance(retention, dict)
+        ):
+            raise TypeError("name, owner, createdAt or retention of the wrong type")
+        return cls(name, owner, created_at, epochs, retention, document.legacy)
 
     @classmethod
     def load(cls, directory: Path) -> StreamMetadata:

@@ -27,7 +27,8 @@ import orjson
 PREFIX = b'{"_crc":"'
 CRC_START = len(PREFIX)  # the checksum's 8 hex digits: line[CRC_START:CRC_END]
 CRC_END = CRC_START + 8
-PREFIX_LEN = CRC_END + 2  # then '",'; the covered bytes start here
+CRC_SEPARATOR = b'",'
+PREFIX_LEN = CRC_END + len(CRC_SEPARATOR)  # the covered bytes start here
 MORE_MEMBER = b'"_more":"'
 MORE_LEN = len(MORE_MEMBER) + 6 + 2  # member name, 6 digits, '",'
 UNDERSCORE = 0x5F  # the first byte of a member name after '"': only "_more" starts with it
@@ -129,7 +130,7 @@ def json_array(members: list[bytes | memoryview]) -> bytes:
 
 def check_line(line: bytes | memoryview) -> bool:
     """True when `line` (without its newline) carries a matching checksum."""
-    if len(line) <= PREFIX_LEN or line[:CRC_START] != PREFIX or line[CRC_END:PREFIX_LEN] != b'",':
+    if len(line) <= PREFIX_LEN or line[:CRC_START] != PREFIX or line[CRC_END:PREFIX_LEN] != CRC_SEPARATOR:
         return False
     try:
         expected = int(bytes(line[CRC_START:CRC_END]), 16)

@@ -1,7 +1,8 @@
 """Retention: delete a stream's oldest sealed segments once they fall out of its limits.
 
 Whole segments only, oldest first, never the active one (Kafka's and JetStream's file
-stores do the same): a crash midway leaves a contiguous log. Consumers positioned before the
+stores do the same): the manifest forgets them first, so a crash midway leaves files below
+its first entry, which the next start deletes. Consumers positioned before the
 new first sequence move to it.
 """
 
@@ -63,6 +64,7 @@ async def apply_retention(stream: Stream, max_age_seconds: float | None, max_byt
         if not drop:
             return 0
         gone = stream.log.drop_oldest(drop)
+        await stream.log.record_dropped()  # forgotten before deleted: never read as missing
         first = stream.log.first_sequence
         moved = checkpoint.move_to_start(first)
         for segment in gone:  # oldest first: a crash midway leaves a contiguous log

@@ -32,6 +32,7 @@ def scan_records(
     start: int,
     name_sequences: dict[str, array[int]],
     keys: IdempotencyKeys | None = None,
+    whole_batches_from: int = 0,
 ) -> ScanResult:
     """Verify records in `data` (the file from byte `start`), indexing good ones.
 
@@ -40,7 +41,10 @@ def scan_records(
 
     Stops at the first record that is torn, fails its checksum, does not parse or
     is out of sequence, and reports whether any good record follows it: only
-    damage with nothing good after it is a torn tail that may be cut away.
+    damage with nothing good after it is a torn tail that may be cut away. A batch left
+    incomplete at the end is dropped whole if it starts at or after byte
+    `whole_batches_from` of the file (where a crash may have torn it); before that, every
+    record that passes its checksum is kept (a repair split the batch's damaged records off).
     """
     view = memoryview(data)
     pos = 0
@@ -85,7 +89,7 @@ def scan_records(
         if more == "000000":
             batch = None
     damage_is_tail = damage is None or not any(check_line(line) for line in data[pos:].split(b"\n")[1:])
-    if batch is not None:  # torn inside a batch: the whole batch goes, or none of it was stored
+    if batch is not None and start + batch[0] >= whole_batches_from:  # torn inside a batch: all goes
         pos, names = batch
         del offsets[len(offsets) - len(names) :]
         for event_name in names:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .atomic_file import write_all
 from .errors import storage_error
-from .record import CRC_END, CRC_START, MORE_LEN, PREFIX_LEN, UNDERSCORE, check_line
+from .record import CRC_END, CRC_SEPARATOR, CRC_START, MORE_LEN, PREFIX, PREFIX_LEN, UNDERSCORE, check_line
 
 LOG_SUFFIX = ".log"
 READ_GAP = 64 * 1024  # read through unwanted records up to this size rather than make another call
@@ -186,6 +186,7 @@ class Segment:
         last, i = len(offsets) - 1, lo
         verified = self._verification_flags()
         crc32, crc_start, crc_end, covered, more_len = zlib.crc32, CRC_START, CRC_END, PREFIX_LEN, MORE_LEN
+        prefix, separator = PREFIX, CRC_SEPARATOR
         final = sequences[hi - 1] - base
         final_end = offsets[final + 1] if final < last else size
         while i < hi:
@@ -211,8 +212,14 @@ class Segment:
                 # Only what follows the checksum is served, and the checksum covers all of it.
                 event = data[at + covered : line_end]
                 if not verified[index]:
-                    stored_crc = data[at + crc_start : at + crc_end]
-                    if line_end - at <= covered + 1 or b"%08x" % crc32(event) != stored_crc:
+                    crc_start_at = at + crc_start
+                    stored_crc = data[crc_start_at : at + crc_end]
+                    if (
+                        line_end - at <= covered + 1
+                        or b"%08x" % crc32(event) != stored_crc
+                        or data[at:crc_start_at] != prefix  # not served, but damage all the same
+                        or data[at + crc_end : at + covered] != separator
+                    ):
                         return sequence
                     verified[index] = 1
                 views.append(event[more_len:] if event[1] == UNDERSCORE else event)  # a batch's

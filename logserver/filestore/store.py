@@ -95,13 +95,14 @@ class FileStore:
     def _open_stream(self, directory: Path) -> None:
         try:
             stream = self._load(directory)
-        except StreamCorrupt as exc:
+        except Exception as exc:  # whatever went wrong, only this stream is refused
             name = name_of_damaged(directory)
             if name is None:
                 log.error("stream directory %s is unreadable and its name unknown: %s", directory, exc)
                 return
-            log.error("stream %r refused: %s", name, exc)
-            self._streams[name] = DamagedStream(name, str(exc))
+            reason = f"{exc} (refused until 'logserver check --repair' keeps what is intact)"
+            log.error("stream %r: %s", name, reason)
+            self._streams[name] = DamagedStream(name, reason)
             return
         self._streams[stream.name] = stream
 

@@ -57,8 +57,9 @@ class Stream:
         lo, hi = self.log.first_sequence, self.log.visible_end
         while lo < hi:
             mid = (lo + hi) // 2
-            if self.received_at(mid) < target:
-                lo = mid + 1
+            probe = self.log.segment_list.next_held(mid)  # a sequence lost to damage has no time
+            if probe < hi and self.received_at(probe) < target:
+                lo = probe + 1
             else:
                 hi = mid
         return lo
@@ -85,6 +86,8 @@ class Stream:
         sequences: Iterable[int]
         if query.event_name is None:
             sequences = range(start, end)
+            if log.segment_list.skipped_count:
+                sequences = filter(log.segment_list.holds, sequences)
         else:
             sequences = log.names.between(query.event_name, start, end)
         members: list[bytes | memoryview] = []
@@ -106,7 +109,7 @@ class Stream:
             "name": self.name,
             "owner": self.owner,
             "createdAt": log.metadata.created_at,
-            "eventCount": end - first,
+            "eventCount": end - first - log.segment_list.skipped_count,
             "bytes": log.size,
             "segments": len(log.segments),
             "firstSequence": first,
@@ -125,7 +128,7 @@ class Stream:
         return StreamFigures(
             name=self.name,
             last_sequence=log.visible_end - 1,
-            events=log.visible_end - log.first_sequence,
+            events=log.visible_end - log.first_sequence - log.segment_list.skipped_count,
             bytes=log.size,
             waiting_readers=log.waiters.count,
             fsyncs=log.fsync_count,

@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -39,11 +39,13 @@ from .event_id import EventIdFormatter, format_event_id, parse_event_id
 from .exclusive import Exclusive
 from .group_commit import GroupCommit
 from .idempotency import IdempotencyKeys
+from .manifest import Manifest, SegmentEntry
 from .metadata import Epoch, StreamMetadata
 from .name_index import NameIndex
 from .record import MAX_BATCH, encode_record, server_members, utc_now_rfc3339
 from .segment import INDEX_SUFFIX, SealedSegmentFiles, Segment, create_segment_file
 from .segment_index import encode_index
+from .segment_list import SegmentList
 from .waiters import ReadWaiters
 
 log = logging.getLogger("logserver.filestore")
@@ -52,7 +54,8 @@ log = logging.getLogger("logserver.filestore")
 class StreamLog:
     """One stream's records: its segments, name index, idempotency keys and writer.
 
-    Invariants: the segments are contiguous (each starts where the previous ends);
+    Invariants: the segments are ascending; each starts where the previous ends, or above it
+    when a repair skipped the sequences between (a gap: never served, never reused);
     `visible_end <= durable_end <= next_sequence`, and only sequences in
     [first_sequence, visible_end) are ever served or acknowledged.
 
@@ -75,14 +78,15 @@ class StreamLog:
         policy: FsyncPolicy,
         segment_bytes: int,
         sealed_files: SealedSegmentFiles,
+        manifest: Manifest,
     ) -> None:
         self.directory = directory
+        self.manifest = manifest  # as last saved: its active entry is what is known durable
         self.metadata = metadata
         self.names = names
         self.keys = keys
         self.waiters = ReadWaiters()
-        self._segments = segments
-        self._bases = [s.base for s in segments]
+        self.segment_list = SegmentList(segments)
         self._sealed_files = sealed_files
         self._policy = policy
         self._segment_bytes = segment_bytes
@@ -112,16 +116,16 @@ class StreamLog:
 
     @property
     def segments(self) -> list[Segment]:
-        return self._segments
+        return self.segment_list.segments
 
     @property
     def first_sequence(self) -> int:
-        return self._segments[0].base
+        return self.segment_list.first_sequence
 
     @property
     def size(self) -> int:
         """Bytes of all segments."""
-        return sum(segment.size for segment in self._segments)
+        return self.segment_list.size
 
     # ---- appending ----------------------------------------------------------------------------
 
@@ -173,7 +177,7 @@ class StreamLog:
                 await self._roll_back_to_durable()
             if self._epoch is None:
                 await self._start_epoch()
-            if self._segments[-1].size >= self._segment_bytes:
+            if self.segment_list.active.size >= self._segment_bytes:
                 await self._roll()
 
     def exclusive(self) -> Exclusive:
@@ -185,7 +189,7 @@ class StreamLog:
         return (
             self._failure is None
             and self._format_id is not None
-            and self._segments[-1].size < self._segment_bytes
+            and self.segment_list.active.size < self._segment_bytes
         )
 
     def _put(
@@ -217,7 +221,7 @@ class StreamLog:
             head = server_members(event_id, stream_json, first + k, producer_json, received_at, key)
             lines.append(encode_record(head, body, count - 1 - k if batch else None))
             ids.append(event_id)
-        self._segments[-1].append(lines)
+        self.segment_list.active.append(lines)
         names = [body["event"]["name"] for body in bodies]
         self.names.add(names, first)
         self.next_sequence = first + count
@@ -234,7 +238,7 @@ class StreamLog:
         The appends of one event-loop turn (and, in `always`, those taken while the previous
         fsync ran) share the write: one pwrite per batch instead of one per event.
         """
-        active, end = self._segments[-1], self.next_sequence
+        active, end = self.segment_list.active, self.next_sequence
         names, self._unannounced = self._unannounced, set()
         try:
             active.write_pending()
@@ -268,7 +272,7 @@ class StreamLog:
 
     async def _roll_back_to_durable(self) -> None:
         """After a failed fsync: forget every record not known durable, then fsync the cut."""
-        active = self._segments[-1]
+        active = self.segment_list.active
         lost = self.next_sequence - self._durable_end
         active.truncate_records(self._durable_end - active.base)
         self.names.forget_from(self._durable_end)
@@ -300,16 +304,18 @@ class StreamLog:
     async def _roll(self) -> None:
         """Seal the active segment (fsync, persist its index) and start a new one."""
         await self.commit.drain()  # its last records written (and synced, in always mode)
-        old = self._segments[-1]
+        old = self.segment_list.active
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, old.fsync)
+            # Named in the manifest before it exists: a crash between leaves an empty one to create.
+            entries = [*_entries(self.segment_list.segments), SegmentEntry(self.next_sequence, 0, 0)]
+            await self._save_manifest(entries)
             new = create_segment_file(self.directory, self.next_sequence)
             await loop.run_in_executor(None, fsync_directory, self.directory)
         except OSError as exc:
             raise storage_error(exc, "segment roll") from exc
-        self._segments.append(new)
-        self._bases.append(new.base)
+        self.segment_list.append(new)
         await self._interval_fsync_done()  # from here on a tick fsyncs the new segment
         old.seal(self._sealed_files)  # its last fsync is done: the descriptor may go
         try:
@@ -322,6 +328,19 @@ class StreamLog:
                 index_error,
             )
 
+    async def _save_manifest(self, entries: list[SegmentEntry], clean: bool = False) -> None:
+        """Replace the manifest (call it holding `exclusive()`); OSError if it could not be."""
+        manifest = Manifest(entries, clean)
+        await asyncio.to_thread(manifest.save, self.directory)
+        self.manifest = manifest
+
+    async def record_dropped(self) -> None:
+        """Save the manifest after `drop_oldest`, before the files go (holding `exclusive()`)."""
+        try:
+            await self._save_manifest([*_entries(self.segment_list.segments[:-1]), self.manifest.active])
+        except OSError as exc:
+            raise storage_error(exc, "manifest write") from exc
+
     def _index(self, segment: Segment) -> bytes:
         return encode_index(
             segment, self.names.by_name, self.keys.in_range(segment.base, segment.end_sequence)
@@ -330,10 +349,7 @@ class StreamLog:
     def drop_oldest(self, count: int) -> list[Segment]:
         """Forget the `count` oldest segments (retention; never the active one); call it holding
         `exclusive()`. Returns them for the caller to delete."""
-        assert count < len(self._segments)
-        gone = self._segments[:count]
-        del self._segments[:count]
-        del self._bases[:count]
+        gone = self.segment_list.drop_oldest(count)
         self.names.forget_before(self.first_sequence)
         return gone
 
@@ -344,7 +360,9 @@ class StreamLog:
         if not self.first_sequence <= sequence < self.visible_end:
             # Not durable yet (always mode) or gone: never served, and never mistaken for damage.
             raise EventNotFound(f"sequence {sequence} is not readable in stream '{self.name}'")
-        segment = self._segments[bisect_right(self._bases, sequence) - 1]
+        segment = self.segment_list.holding(sequence)
+        if sequence >= segment.end_sequence:
+            raise EventNotFound(f"sequence {sequence} was lost to damage in stream '{self.name}'")
         line = segment.read_line(sequence - segment.base)
         if line is None:
             self._refuse(sequence, segment)
@@ -356,7 +374,7 @@ class StreamLog:
         views: list[memoryview] = []
         i, count = 0, len(wanted)
         while i < count:
-            segment = self._segments[bisect_right(self._bases, wanted[i]) - 1]
+            segment = self.segment_list.holding(wanted[i])
             j = bisect_left(wanted, segment.end_sequence, i)
             bad = segment.event_views(wanted, i, j, views)
             if bad is not None:
@@ -378,7 +396,8 @@ class StreamLog:
             bounds = self.metadata.epoch_range(prefix)
             if bounds is not None:
                 first = max(bounds[0], self.first_sequence)
-                if first <= sequence < min(bounds[1], self.visible_end):
+                readable = first <= sequence < min(bounds[1], self.visible_end)
+                if readable and self.segment_list.holds(sequence):
                     return sequence
         raise EventNotFound(f"event '{event_id}' does not exist in stream '{self.name}'")
 
@@ -400,7 +419,7 @@ class StreamLog:
         """fsync what was written without one (interval mode's tick)."""
         if self.unsynced:
             self.unsynced = False
-            self._interval_fsync = asyncio.ensure_future(self._fsync(self._segments[-1]))
+            self._interval_fsync = asyncio.ensure_future(self._fsync(self.segment_list.active))
             await self._interval_fsync
 
     async def _interval_fsync_done(self) -> None:
@@ -410,18 +429,26 @@ class StreamLog:
                 await asyncio.shield(self._interval_fsync)
 
     async def close(self) -> None:
-        """Flush, persist the active segment's index (a clean-stop hint) and close the files.
+        """Flush, persist the active segment's index and its end in the manifest (the clean-stop
+        record: no later start may cut below it) and close the files.
 
         Call it holding `exclusive()`.
         """
         await self.commit.drain()
-        active = self._segments[-1]
+        active = self.segment_list.active
         try:
             await asyncio.get_running_loop().run_in_executor(None, active.fsync)
             if active.count:
                 index_path = active.path.with_suffix(INDEX_SUFFIX)
                 await asyncio.to_thread(replace_atomically, index_path, self._index(active))
+            if active.count != self.manifest.active.count or not self.manifest.clean:  # clean-stop record
+                await self._save_manifest(_entries(self.segment_list.segments), clean=True)
         finally:
             await self._interval_fsync_done()
-            for segment in self._segments:
+            for segment in self.segment_list.segments:
                 segment.close()
+
+
+def _entries(segments: list[Segment]) -> list[SegmentEntry]:
+    """The manifest entries of segments as they are now (all synced)."""
+    return [SegmentEntry(s.base, s.count, s.size) for s in segments]

@@ -32,7 +32,7 @@ async def test_check_passes_a_healthy_dir(
     assert report.problems == [] and report.events == 40 and report.segments > 3
 
 
-async def test_repair_cuts_mid_log_damage_into_quarantine_and_the_stream_serves_again(
+async def test_repair_quarantines_only_the_damaged_record_and_keeps_the_rest_with_their_ids(
     config: StorageConfig, event: Callable[..., dict[str, Any]], read_events: Reader
 ) -> None:
     ids, directory = await filled(config, event, 40)
@@ -57,8 +57,11 @@ async def test_repair_cuts_mid_log_damage_into_quarantine_and_the_stream_serves_
     try:
         survivors = [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")]
         first_segment_count = sum(1 for _ in sorted(directory.glob("*.log"))[0].open("rb"))
-        assert survivors == ids[: first_segment_count + 1]
-        await store.append(STREAM, "p", event())  # writable again
+        lost = first_segment_count + 2  # the damaged record's sequence
+        assert survivors == [i for n, i in enumerate(ids, 1) if n != lost]
+        assert store.stream(STREAM).describe()["eventCount"] == 39
+        new_id = await store.append(STREAM, "p", event())  # writable again, the lost sequence not reused
+        assert store.stream(STREAM).log.resolve(new_id) == 41
     finally:
         await store.close()
 

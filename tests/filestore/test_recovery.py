@@ -14,6 +14,8 @@ import pytest
 from logserver.engine import StreamCorrupt
 from logserver.filestore import FileStore, StorageConfig
 
+from .crash_state import forget_clean_stop
+
 Reader = Callable[..., Awaitable[list[dict[str, Any]]]]
 STREAM = "orders"
 
@@ -26,9 +28,7 @@ async def fill(
     await store.ack(STREAM, "c", ids[-1])  # acked above the position: clamped if the tail goes
     directory = store.stream(STREAM).log.directory
     await store.close()
-    for idx in directory.glob("*.idx"):  # a crash leaves no clean-shutdown index for the active segment
-        if idx.with_suffix(".log") == max(directory.glob("*.log")):
-            idx.unlink()
+    forget_clean_stop(directory)  # as a crash leaves it: only an unclean stop's tail may be cut
     return ids, directory
 
 
@@ -63,9 +63,12 @@ async def test_damaged_tail_is_cut_and_logged(
 ) -> None:
     ids, directory = await fill(config, event, 20)
     segment = active_segment(directory)
-    segment.write_bytes(TAILS[damage](segment.read_bytes()))
+    damaged = TAILS[damage](segment.read_bytes())
+    segment.write_bytes(damaged)
     caplog.set_level(logging.WARNING, logger="logserver.filestore")
     survivors = await ids_after_reopen(config, read_events)
+    [kept] = (directory / "quarantine").iterdir()  # the cut bytes are kept, not destroyed
+    assert segment.read_bytes()[: len(damaged) - kept.stat().st_size] + kept.read_bytes() == damaged
     lost_last = damage in ("torn record", "checksum fails on last record")
     assert survivors == (ids[:-1] if lost_last else ids)
     assert "torn tail" in caplog.text
@@ -126,7 +129,7 @@ def delete_the_second_segment(directory: Path) -> None:
     [
         (flip_a_byte_behind_a_missing_index, "check --repair"),
         (truncate_the_first_segment, "check --repair"),
-        (delete_the_second_segment, "records are missing"),
+        (delete_the_second_segment, "is missing"),
     ],
 )
 async def test_damage_to_a_sealed_segment_refuses_the_stream(

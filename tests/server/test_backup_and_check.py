@@ -144,9 +144,9 @@ async def test_check_and_repair_through_the_command_line(
     assert repaired.returncode == 0 and "quarantine" in repaired.stdout, repaired.stdout
     assert logserver("check", "--data-dir", str(server.data_dir)).returncode == 0
 
-    server.start()  # serves again, with the events before the damage
+    server.start()  # serves again, with every event but the damaged one (two if a newline was hit)
     survivors = await all_ids(server)
-    assert 0 < len(survivors) < len(answered)
+    assert len(answered) - 2 <= len(survivors) < len(answered)
     assert set(survivors) <= set(answered)
 
 

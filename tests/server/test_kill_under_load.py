@@ -101,6 +101,8 @@ async def verify(data_dir: Path, history: History) -> int:
     try:
         total = 0
         for (stream_name, _), answered in history.appended.items():
+            if not answered:
+                continue  # killed before its first append was answered (a busy machine): no stream yet
             stream = store.stream(stream_name)
             stored = [
                 orjson.loads(stream.log.read_line(s))["eventId"] for s in range(1, stream.log.next_sequence)
@@ -112,6 +114,8 @@ async def verify(data_dir: Path, history: History) -> int:
             assert [position[i] for i in answered] == sorted(position[i] for i in answered)
             total += len(answered)
         for (stream_name, name), acked in history.acked.items():
+            if not acked:
+                continue
             stream = store.stream(stream_name)
             entry = stream.consumers.checkpoint.get("acker", name)
             for event_id in acked:
