@@ -317,8 +317,7 @@ class JetStreamEngine:
 
         The record is removed by purging its message, which leaves no tombstone to be counted.
         Records are ranked by revision; a stream whose retention changed (a newer revision)
-        during such a race ranks late, so that race may refuse one creator too many, never
-        admit one too many.
+        during such a race ranks after the creators, so that rare race may admit one too many.
         """
         bucket = f"KV_{STREAMS_BUCKET}"
         info = await self._retrying(lambda: self._js.stream_info(bucket), "counting streams")
@@ -388,9 +387,9 @@ class JetStreamEngine:
 
         JetStream reserves a stream's max_bytes on every replica's disk up front, and refuses a
         limit it cannot reserve (insufficient storage resources). Such a limit is more than the
-        cluster can store, so the stream can never reach it: the stream is then configured
-        without a byte limit, while logserver keeps and reports the one asked for, as the file
-        engine accepts any limit up to 2^62 bytes.
+        disks hold beside the other streams' reservations, so the stream cannot reach it: it is
+        then configured without a byte limit, while logserver keeps and reports the one asked
+        for, as the file engine accepts any limit up to 2^62 bytes.
         """
         put = self._js.add_stream if create else self._js.update_stream
         try:
