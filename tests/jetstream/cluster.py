@@ -28,6 +28,7 @@ from logserver.jetstream.names import BATCH_KEYS_BUCKET, CONSUMERS_BUCKET, JS_ST
 from logserver.jetstream.retry import through_elections
 
 START_TIMEOUT = 30.0
+START_ATTEMPTS = 3
 ENGINE_BUCKET_STREAMS = {f"KV_{bucket}" for bucket in (STREAMS_BUCKET, CONSUMERS_BUCKET, BATCH_KEYS_BUCKET)}
 POLL_SECONDS = 0.1
 
@@ -56,6 +57,10 @@ def http_json(url: str, timeout: float = 2.0) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
+
+
+class NodeExited(RuntimeError):
+    """A node's process ended while the cluster waited for it (a port taken, a bad config)."""
 
 
 @dataclass
@@ -147,17 +152,29 @@ class NatsCluster:
     nodes: list[NatsNode] = field(default_factory=list)
 
     def start(self) -> NatsCluster:
-        """Start every node and wait until JetStream has a meta leader every node agrees on."""
-        for index in range(self.size):
-            self.nodes.append(
+        """Start every node and wait until JetStream has a meta leader every node agrees on.
+
+        A free port can be taken by another process before its node binds it (the machine is
+        shared); the node then exits at once, and the cluster starts again on new ports.
+        """
+        for _ in range(START_ATTEMPTS):
+            for node in self.nodes:
+                node.stop()
+                shutil.rmtree(node.directory, ignore_errors=True)
+            self.nodes = [
                 NatsNode(f"n{index + 1}", self.root / f"n{index + 1}", free_port(), free_port(), free_port())
-            )
-        routes = [node.cluster_port for node in self.nodes] if self.size > 1 else []
-        for node in self.nodes:
-            node.write_config(routes, self.sync_always)
-            node.start()
-        self.wait_for_meta_leader()
-        return self
+                for index in range(self.size)
+            ]
+            routes = [node.cluster_port for node in self.nodes] if self.size > 1 else []
+            for node in self.nodes:
+                node.write_config(routes, self.sync_always)
+                node.start()
+            try:
+                self.wait_for_meta_leader()
+                return self
+            except NodeExited:
+                continue
+        raise NodeExited(f"the cluster did not start in {START_ATTEMPTS} attempts (ports taken?)")
 
     @property
     def urls(self) -> list[str]:
@@ -176,6 +193,9 @@ class NatsCluster:
         be refused: "no suitable peers for placement, peer offline")."""
         deadline = time.monotonic() + timeout
         while True:
+            exited = [node.name for node in self.nodes if node.process and node.process.poll() is not None]
+            if exited:
+                raise NodeExited(f"nats-server {exited} exited (see nats.log in its directory)")
             leaders = set()
             for node in self.nodes:
                 if not node.running:
