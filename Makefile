@@ -10,10 +10,10 @@ BENCH_STAMP := $(VENV)/.installed-bench
 JETSTREAM_STAMP := $(VENV)/.installed-jetstream
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-slow test-browser test-jetstream bench bench-quick bench-jetstream build-compiled test-compiled clean-compiled lint fmt clean docker-build
+.PHONY: help run test test-slow test-browser test-jetstream test-api-jetstream bench bench-quick bench-jetstream build-compiled test-compiled clean-compiled lint fmt clean docker-build
 
 help: ## list the tasks
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-19s %s\n", $$1, $$2}'
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ $(JETSTREAM_STAMP): $(STAMP)
 
 test-jetstream: $(JETSTREAM_STAMP) ## the JetStream engine's tests on a real 3-node nats-server cluster (~2 min)
 	$(PY) -m pytest -m jetstream tests/jetstream
+
+test-api-jetstream: $(JETSTREAM_STAMP) ## the API test suite against the JetStream engine on a 3-node cluster (~2 min)
+	LOGSERVER_TEST_ENGINE=jetstream $(PY) -m pytest tests/api
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed,bench]'

@@ -80,23 +80,39 @@ class SampleRing:
             self._task = None
 
     async def _run(self) -> None:
-        """Sample, whatever it raises, every `interval` seconds."""
-        while True:
+        """Sample, whatever it raises, every `interval` seconds, until stop() replaced this task.
+
+        That is checked, not only the cancellation: Python 3.11's wait_for (nats-py's requests,
+        which the JetStream engine's sources await) drops a cancellation that arrives as its
+        answer does, and a sample read then must not be recorded after stop().
+        """
+        while self._running():
             try:
-                await self.sample()
+                read = await self._read_sources()
+                if not self._running():
+                    return
+                self._record(*read)
             except Exception:
                 log.exception("the console's sample failed; the next one follows in %s s", self.interval)
             await asyncio.sleep(self.interval)
 
+    def _running(self) -> bool:
+        """Whether the current task is the ring's sampling task (stop() sets none)."""
+        return self._task is not None and self._task is asyncio.current_task()
+
     async def sample(self) -> None:
         """Record one sample of every stream and consumer the sources report now."""
+        self._record(*await self._read_sources())
+
+    async def _read_sources(self) -> tuple[list[StreamInfo], dict[str, Sequence[ConsumerLag]]]:
+        """The streams and, for those with consumers, their consumers' lag, as reported now."""
         streams = list(await self._streams_source())
         consumers: dict[str, Sequence[ConsumerLag]] = {}
         for info in streams:
             if "eventCount" in info and info.get("consumers"):
                 with contextlib.suppress(EngineError):  # damaged or gone since the listing
                     consumers[info["name"]] = await self._consumers_source(info["name"])
-        self._record(streams, consumers)
+        return streams, consumers
 
     def _record(self, streams: list[StreamInfo], consumers: dict[str, Sequence[ConsumerLag]]) -> None:
         """Enter one sample into the ring (no await: readers see all of it or none)."""

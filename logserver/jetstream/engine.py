@@ -38,7 +38,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from logserver.engine import (
@@ -95,6 +95,7 @@ MAX_ATOMIC_BATCH = 1000  # the server's limit of messages in one atomic batch
 READ_PAGE = 256  # messages per batched direct get
 WRONG_LAST_SEQUENCE = 10071
 BATCH_DUPLICATE_MESSAGE_ID = 10201
+INSUFFICIENT_RESOURCES = 10047  # "insufficient storage resources available"
 PUBLISH_ATTEMPT_SECONDS = 2.0
 INTERNAL_MSG_ID_PREFIX = "logserver-append-"
 T = TypeVar("T")
@@ -293,9 +294,10 @@ class JetStreamEngine:
                 raise StreamLimitReached(self._limits.max_streams)
             record = StreamRecord(stream, producer_id, _utc_now(), secrets.randbits(64))
             try:
-                await self._retrying(
+                revision = await self._retrying(
                     lambda: self._streams.create(digest(stream), record.encode()), "creating"
                 )
+                await self._refuse_beyond_limit(stream, revision)
                 log.info("stream %r created by producer %r", stream, producer_id)
             except (KeyWrongLastSequenceError, KeyNotFoundError):
                 # Another producer (or gateway) created it first: theirs is the record. While
@@ -307,6 +309,38 @@ class JetStreamEngine:
                 raise EngineUnavailable(f"stream {stream!r}: its creation did not become visible")
             await asyncio.sleep(RETRY_PAUSE_SECONDS / 10)
         return found
+
+    async def _refuse_beyond_limit(self, stream: str, revision: int) -> None:
+        """Of creators racing past --max-streams (each counted before the others' records were
+        written), the records written first keep their streams; a later one takes its record
+        back and is refused, as the file engine refuses it (409).
+
+        The record is removed by purging its message, which leaves no tombstone to be counted.
+        Records are ranked by revision; a stream whose retention changed (a newer revision)
+        during such a race ranks after the creators, so that rare race may admit one too many.
+        """
+        bucket = f"KV_{STREAMS_BUCKET}"
+        info = await self._retrying(lambda: self._js.stream_info(bucket), "counting streams")
+        if info.state.messages <= self._limits.max_streams:
+            return
+        earlier = 0
+        for key in await self._bucket_keys(STREAMS_BUCKET, ">"):
+            try:
+                entry = await self._retrying(functools.partial(self._streams.get, key), "counting streams")
+            except KeyNotFoundError:
+                continue  # another refused creator took its record back
+            if entry.revision is not None and entry.revision < revision:
+                earlier += 1
+        if earlier < self._limits.max_streams:
+            return
+        # KV buckets deny message deletes; a subject purge below the next revision removes this
+        # record only (never a later one of the same name) and writes no marker.
+        subject = f"$KV.{STREAMS_BUCKET}.{digest(stream)}"
+        await self._retrying(
+            lambda: self._js.purge_stream(bucket, seq=revision + 1, subject=subject), "refusing a stream"
+        )
+        log.info("stream %r refused: %d streams were created before it", stream, earlier)
+        raise StreamLimitReached(self._limits.max_streams)
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
         """`operation` retried through a leader election (for repeatable operations only)."""
@@ -342,11 +376,31 @@ class JetStreamEngine:
             try:
                 await self._js.stream_info(names.js_stream)
             except NotFoundError:
-                await self._js.add_stream(self._stream_config(record))
+                await self._configure(self._stream_config(record), create=True)
 
         with cluster_errors(f"creating stream {record.name!r}"):
             await self._retrying(create, "creating a stream")
         self._created.add(record.name)
+
+    async def _configure(self, config: StreamConfig, create: bool) -> None:
+        """Add or update a JetStream stream.
+
+        JetStream reserves a stream's max_bytes on every replica's disk up front, and refuses a
+        limit it cannot reserve (insufficient storage resources). Such a limit is more than the
+        disks hold beside the other streams' reservations, so the stream cannot reach it: it is
+        then configured without a byte limit, while logserver keeps and reports the one asked
+        for, as the file engine accepts any limit up to 2^62 bytes.
+        """
+        put = self._js.add_stream if create else self._js.update_stream
+        try:
+            await put(config)
+        except APIError as exc:
+            if exc.err_code != INSUFFICIENT_RESOURCES or config.max_bytes in (None, -1):
+                raise
+            log.info(
+                "stream %s: max_bytes %s is more than JetStream can reserve", config.name, config.max_bytes
+            )
+            await put(dataclasses.replace(config, max_bytes=-1))
 
     async def _state(self, record: StreamRecord, per_subject: bool = False) -> dict[str, Any]:
         """STREAM.INFO's state of the stream (per-subject counts when asked), from the leader."""
@@ -1036,7 +1090,7 @@ class JetStreamEngine:
                     continue
             self._records[stream] = changed
             await self._ensure_js_stream(changed)
-            await self._js.update_stream(self._stream_config(changed))
+            await self._configure(self._stream_config(changed), create=False)
         return RetentionResult(await self._describe(changed, False), 0)
 
     # ---- figures ----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from logserver.auth import Authenticator, FailedLoginThrottle
 from logserver.config import ServerConfig
-from logserver.filestore import FileStore
+from logserver.engine import Engine
 from logserver.http import build_server
 from logserver.server import start_listener
 
@@ -30,13 +30,13 @@ class Listening:
 
 @asynccontextmanager
 async def listening(
-    store: FileStore,
+    engine: Engine,
     config: ServerConfig,
     throttle: FailedLoginThrottle | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Listening]:
     config = dataclasses.replace(config, host="127.0.0.1", port=0)
-    server = build_server(store, Authenticator(config.users_path), config, throttle)
+    server = build_server(engine, Authenticator(config.users_path), config, throttle)
     runner = await start_listener(server, config, tls)
     try:
         host, port = runner.addresses[0][:2]

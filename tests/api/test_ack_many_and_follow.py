@@ -8,8 +8,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
 from logserver.config import ServerConfig
+from logserver.engine import Engine
 from logserver.filestore import FileStore
 
 from .http_calls import AUTH, Client, append_ok, consume_ok, event_body, events_path, expect
@@ -25,7 +27,8 @@ async def ack_many(client: Client, ids: Any, consumer: str = "c") -> Any:
     )
 
 
-async def test_batch_ack_answers_per_id_and_never_skips(client: Client, store: FileStore) -> None:
+async def ack_answers(client: Client) -> list[str]:
+    """Six events, a batch ack of #1 and #3 (with an unknown id, a repeat and junk); their ids."""
     ids = [await append_ok(client, STREAM) for _ in range(6)]
     unknown = "00000000-0000-8000-8000-000000000001"
     answer = await expect(await ack_many(client, [ids[0], ids[2], unknown, ids[2], "junk"]), 200)
@@ -38,8 +41,20 @@ async def test_batch_ack_answers_per_id_and_never_skips(client: Client, store: F
             {"eventId": "junk", "status": "Not Found"},
         ]
     }
+    return ids
+
+
+async def test_batch_ack_answers_per_id_and_never_skips(client: Client) -> None:
+    ids = await ack_answers(client)
     remaining = await consume_ok(client, STREAM, consumer="c", limit=10)
     assert [e["eventId"] for e in remaining] == [ids[1], *ids[3:]]  # 2 stays acked, 1 is not skipped
+    await expect(await ack_many(client, ids[1:]), 200)
+    assert await consume_ok(client, STREAM, consumer="c", limit=10) == []
+
+
+@pytest.mark.file_engine_only("reads the file engine's checkpoint and counts its flushes")
+async def test_batch_ack_is_one_durable_write(client: Client, store: FileStore) -> None:
+    ids = await ack_answers(client)
     entry = store.stream(STREAM).consumers.checkpoint.get("c", "OrderPlaced")
     assert entry is not None and entry.position == 1 and entry.acked == {3}
     flushes = store.stream(STREAM).consumers.checkpoint.commit.flushes
@@ -85,10 +100,10 @@ def follow_url(base: str, **params: str) -> str:
 
 
 async def test_follow_sends_the_stored_page_then_new_events_and_heartbeats(
-    store: FileStore, config: ServerConfig
+    engine: Engine, config: ServerConfig
 ) -> None:
-    async with listening(store, config) as server, aiohttp.ClientSession() as session:
-        first = [await store.append(STREAM, "p", event_body(i=i)) for i in range(3)]
+    async with listening(engine, config) as server, aiohttp.ClientSession() as session:
+        first = [await engine.append(STREAM, "p", event_body(i=i)) for i in range(3)]
         sse = {**AUTH, "Accept": "text/event-stream"}
         async with session.get(follow_url(server.url, heartbeat="0.3"), headers=sse) as response:
             assert response.status == 200 and response.content_type == "text/event-stream"
@@ -96,7 +111,7 @@ async def test_follow_sends_the_stored_page_then_new_events_and_heartbeats(
             assert [event["eventId"] for _, event in stored if event] == first
             assert [sequence for sequence, _ in stored] == ["1", "2", "3"]
             assert await read_sse(response, 1) == [("heartbeat", None)]  # nothing new: kept alive
-            later = await store.append(STREAM, "p", event_body("Other"))
+            later = await engine.append(STREAM, "p", event_body("Other"))
             [(sequence, event)] = await read_sse(response, 1)
             assert sequence == "4" and event is not None and event["eventId"] == later
         # Reconnecting with Last-Event-ID resumes after it; eventName filters.
@@ -104,13 +119,13 @@ async def test_follow_sends_the_stored_page_then_new_events_and_heartbeats(
         async with session.get(follow_url(server.url, eventName="OrderPlaced"), headers=resume) as response:
             [(sequence, _)] = await read_sse(response, 1)
             assert sequence == "3"
-        assert await store.consumer_lag(STREAM) == []  # following made and moved no consumer
+        assert await engine.consumer_lag(STREAM) == []  # following made and moved no consumer
 
 
-async def test_follow_ends_cleanly_when_the_server_stops(store: FileStore, config: ServerConfig) -> None:
-    await store.append(STREAM, "p", event_body())
+async def test_follow_ends_cleanly_when_the_server_stops(engine: Engine, config: ServerConfig) -> None:
+    await engine.append(STREAM, "p", event_body())
     async with aiohttp.ClientSession() as session:
-        async with listening(store, config) as server:
+        async with listening(engine, config) as server:
             sse = {**AUTH, "Accept": "text/event-stream"}
             response = await session.get(follow_url(server.url), headers=sse)
             await read_sse(response, 1)

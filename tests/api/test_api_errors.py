@@ -122,6 +122,7 @@ async def test_storage_failures_map_to_their_status(
         assert "fsync" not in body
 
 
+@pytest.mark.file_engine_only("flips a bit in a file engine segment and reopens the data dir")
 async def test_stream_damaged_before_its_tail_is_503(make_client: MakeClient, config: ServerConfig) -> None:
     store = await FileStore.open(config.storage_config())
     client = await make_client(build_server(store, Authenticator(config.users_path), config))

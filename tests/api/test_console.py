@@ -19,8 +19,7 @@ from aiohttp import ClientResponse
 from logserver.auth import Permissions, UserRecord, format_user_line
 from logserver.config import ServerConfig
 from logserver.console.samples import SampleRing
-from logserver.engine import StreamInfo
-from logserver.filestore import FileStore
+from logserver.engine import Engine, StreamInfo
 
 from .http_calls import AUTH, PASSWORD, Client, ack, append_ok, consume_ok, expect
 
@@ -150,8 +149,8 @@ async def test_samples_of_a_stream_never_sampled_are_404(client: Client) -> None
     assert detail == "Not Found - no samples of stream 'ghost' (none yet, or no such stream)"
 
 
-async def test_the_ring_samples_every_interval_until_stopped(store: FileStore) -> None:
-    ring = SampleRing(store.list_streams, store.consumer_lag, interval=0.02)
+async def test_the_ring_samples_every_interval_until_stopped(engine: Engine) -> None:
+    ring = SampleRing(engine.list_streams, engine.consumer_lag, interval=0.02)
     ring.start()
     await asyncio.sleep(0.2)
     ring.stop()
@@ -162,26 +161,26 @@ async def test_the_ring_samples_every_interval_until_stopped(store: FileStore) -
 
 
 async def test_the_ring_keeps_its_capacity_aligned_with_times_and_drops_vanished_series(
-    store: FileStore,
+    engine: Engine,
 ) -> None:
     clock = iter(range(100, 200))
     visible = {"a", "b"}
 
     async def visible_streams() -> list[StreamInfo]:
-        return [s for s in await store.list_streams() if s["name"] in visible]
+        return [s for s in await engine.list_streams() if s["name"] in visible]
 
     ring = SampleRing(
         streams=visible_streams,
-        consumers=store.consumer_lag,
+        consumers=engine.consumer_lag,
         interval=1.0,
         capacity=3,
         clock=lambda: float(next(clock)),
     )
-    await store.append("a", "p", {"event": {"name": "E", "version": 1}})
+    await engine.append("a", "p", {"event": {"name": "E", "version": 1}})
     await ring.sample()  # t=100: a=1
-    await store.append("b", "p", {"event": {"name": "E", "version": 1}})
+    await engine.append("b", "p", {"event": {"name": "E", "version": 1}})
     await ring.sample()  # t=101: a=1, b=1
-    await store.append("a", "p", {"event": {"name": "E", "version": 1}})
+    await engine.append("a", "p", {"event": {"name": "E", "version": 1}})
     await ring.sample()  # t=102: a=2, b=1
     await ring.sample()  # t=103: a=2, b=1 (the ring holds 3: t=100 is gone)
     view = ring.streams_view(lambda name: True)

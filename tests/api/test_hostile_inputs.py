@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from logserver.config import ServerConfig
-from logserver.filestore import FileStore
+from logserver.engine import Engine
 from logserver.http.validation import MAX_NESTING, MAX_RETENTION_AGE_SECONDS, MAX_RETENTION_BYTES
 
 from .http_calls import AUTH, Client, append, append_ok, event_body, events_path, expect
@@ -27,8 +27,8 @@ def config(config: ServerConfig) -> ServerConfig:
 
 
 @pytest.fixture
-async def listener(store: FileStore, config: ServerConfig) -> AsyncIterator[Listening]:
-    async with listening(store, config) as listener:
+async def listener(engine: Engine, config: ServerConfig) -> AsyncIterator[Listening]:
+    async with listening(engine, config) as listener:
         yield listener
 
 
@@ -149,19 +149,23 @@ def retention_path(stream: str) -> str:
         (b"{", "body is not valid JSON"),
     ],
 )
-async def test_bad_retention_is_400_and_changes_nothing(client: Client, body: bytes, message: str) -> None:
+async def test_bad_retention_is_400_and_changes_nothing(
+    client: Client, body: bytes, message: str, engine_name: str
+) -> None:
     for i in range(60):  # 4 KiB segments: several sealed ones that a wrong limit would delete
         await append_ok(client, "kept", event_body(payload={"i": i, "pad": "x" * 300}))
     kept = await client.put(retention_path("kept"), data=b'{"maxAgeSeconds": 86400}', headers=AUTH)
     before = await expect(kept, 200)
-    assert before["segments"] > 3 and before["segmentsRemoved"] == 0
+    assert before["segmentsRemoved"] == 0
+    if engine_name == "file":  # JetStream has no segments (README "JetStream engine")
+        assert before["segments"] > 3
     await expect(
         await client.put(retention_path("kept"), data=body, headers=AUTH), 400, f"Bad Request - {message}"
     )
     after = await expect(await client.get("/api/v1/streams/kept", headers=AUTH), 200)
     assert after["retention"] == {"maxAgeSeconds": 86400}
-    assert (after["segments"], after["firstSequence"], after["eventCount"]) == (
-        before["segments"],
+    assert (after.get("segments"), after["firstSequence"], after["eventCount"]) == (
+        before.get("segments"),
         before["firstSequence"],
         before["eventCount"],
     )

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from logserver.config import ServerConfig
-from logserver.filestore import FileStore
+from logserver.engine import Engine
 
 from .http_calls import AUTH, JSON_CONTENT_TYPE, Client, append, append_ok, event_body, events_path, expect
 from .live import Listening, listening
@@ -35,8 +35,8 @@ def config(config: ServerConfig) -> ServerConfig:
 
 
 @pytest.fixture
-async def listener(store: FileStore, config: ServerConfig) -> AsyncIterator[Listening]:
-    async with listening(store, config) as listener:
+async def listener(engine: Engine, config: ServerConfig) -> AsyncIterator[Listening]:
+    async with listening(engine, config) as listener:
         yield listener
 
 

@@ -20,7 +20,7 @@ from logserver.auth import (
     hash_password,
 )
 from logserver.config import ServerConfig
-from logserver.filestore import FileStore
+from logserver.engine import Engine
 from logserver.http import ApiServer, build_server
 
 from .conftest import MakeClient
@@ -67,9 +67,9 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def server(store: FileStore, config: ServerConfig, clock: ManualClock) -> ApiServer:
+async def server(engine: Engine, config: ServerConfig, clock: ManualClock) -> ApiServer:
     throttle = FailedLoginThrottle(FAILURES_PER_MINUTE, clock=clock)
-    return build_server(store, Authenticator(config.users_path), config, throttle)
+    return build_server(engine, Authenticator(config.users_path), config, throttle)
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -192,10 +192,10 @@ async def test_a_replaced_password_is_charged_once_it_fails(
 
 
 async def test_zero_turns_the_throttle_off(
-    make_client: MakeClient, store: FileStore, config: ServerConfig
+    make_client: MakeClient, engine: Engine, config: ServerConfig
 ) -> None:
     client = await make_client(
-        build_server(store, Authenticator(config.users_path), config, FailedLoginThrottle(0))
+        build_server(engine, Authenticator(config.users_path), config, FailedLoginThrottle(0))
     )
     for i in range(FAILURES_PER_MINUTE * 2):
         assert (await attempt(client, {"Authorization": f"Basic not-base64-{i}"}))[0] == 401

@@ -58,11 +58,8 @@ HOSTILE = [
 ]
 
 
-async def test_hostile_names_never_touch_the_filesystem_outside_the_data_dir(
-    client: Client, config: ServerConfig, tmp_path: Path
-) -> None:
-    await append_ok(client, "baseline")
-    outside_before = snapshot(tmp_path) - snapshot(config.data_dir) - {config.data_dir}
+async def send_hostile_names(client: Client) -> None:
+    """Append, consume and ack through every HOSTILE path segment; check each answer."""
     host, port = client.server.host, client.server.port
     assert isinstance(port, int)
     body = orjson.dumps(event_body("OrderPlaced"))
@@ -95,6 +92,18 @@ async def test_hostile_names_never_touch_the_filesystem_outside_the_data_dir(
         )
         assert answer == 404, segment
 
+
+async def test_hostile_names_are_refused_or_stored_under_their_decoded_name(client: Client) -> None:
+    await send_hostile_names(client)
+
+
+@pytest.mark.file_engine_only("inspects the file engine's directories under the data dir")
+async def test_hostile_names_never_touch_the_filesystem_outside_the_data_dir(
+    client: Client, config: ServerConfig, tmp_path: Path
+) -> None:
+    await append_ok(client, "baseline")
+    outside_before = snapshot(tmp_path) - snapshot(config.data_dir) - {config.data_dir}
+    await send_hostile_names(client)
     assert snapshot(tmp_path) - snapshot(config.data_dir) - {config.data_dir} == outside_before
     streams_dir = config.data_dir / "streams"
     # Every stream is one directory directly under streams/, none of them a dot-name.

@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,9 +21,10 @@ import pytest
 
 from logserver.auth import hash_password
 from logserver.config import ServerConfig
-from logserver.filestore import FileStore
+from logserver.engine import Engine
 from logserver.server import tls_context
 
+from .conftest import OnEngine
 from .http_calls import AUTH, PASSWORD, USER
 from .live import listening
 
@@ -54,28 +54,19 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def config(tmp_path: Path, certificate: tuple[Path, Path]) -> ServerConfig:
+def config(tmp_path: Path, certificate: tuple[Path, Path], on_engine: OnEngine) -> ServerConfig:
     users = tmp_path / "users"
     users.write_text(f"{USER}:{hash_password(PASSWORD)}\n")
     cert, key = certificate
-    return ServerConfig(data_dir=tmp_path / "data", users_file=users, tls_cert=cert, tls_key=key)
-
-
-@pytest.fixture
-async def store(config: ServerConfig) -> AsyncIterator[FileStore]:
-    opened = await FileStore.open(config.storage_config())
-    yield opened
-    await opened.close()
+    return on_engine(ServerConfig(data_dir=tmp_path / "data", users_file=users, tls_cert=cert, tls_key=key))
 
 
 def trusting(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
 
 
-async def test_the_api_over_tls(
-    store: FileStore, config: ServerConfig, certificate: tuple[Path, Path]
-) -> None:
-    async with listening(store, config, tls=tls_context(config)) as server:
+async def test_the_api_over_tls(engine: Engine, config: ServerConfig, certificate: tuple[Path, Path]) -> None:
+    async with listening(engine, config, tls=tls_context(config)) as server:
         assert server.url.startswith("https://")
         events = f"{server.url}/api/v1/streams/{quote('secure stream')}/events"
         body = orjson.dumps({"event": {"name": "Sealed", "version": 1}, "payload": {"n": 1}})
@@ -93,10 +84,10 @@ async def test_the_api_over_tls(
 
 
 async def test_plain_http_and_untrusted_clients_get_nowhere(
-    store: FileStore, config: ServerConfig, tmp_path: Path
+    engine: Engine, config: ServerConfig, tmp_path: Path
 ) -> None:
     other_cert, _ = make_certificate(tmp_path, "other")
-    async with listening(store, config, tls=tls_context(config)) as server:
+    async with listening(engine, config, tls=tls_context(config)) as server:
         async with aiohttp.ClientSession() as session:
             with pytest.raises(aiohttp.ClientError):
                 async with session.get(f"http://{server.host}:{server.port}/health") as response:

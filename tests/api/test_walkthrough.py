@@ -21,6 +21,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from logserver.config import ServerConfig
+
+from .conftest import engine_environment
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 API_DOC = ROOT / "docs" / "api.md"  # the extensions' examples continue the walkthrough
@@ -55,10 +59,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """`logserver serve` with its defaults, as `make run` starts it, on a free port."""
+def server(tmp_path: Path, config: ServerConfig) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`logserver serve` with its defaults, as `make run` starts it, on a free port (and on the
+    engine under test)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGSERVER_")}
+    env.update(engine_environment(config))
     process = subprocess.Popen(
         [sys.executable, "-m", "logserver", "serve", "--port", str(port)],
         cwd=tmp_path,
@@ -91,7 +97,7 @@ def wait_until_healthy(process: subprocess.Popen[str], port: int) -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the README's walkthrough uses curl")
 def test_readme_walkthrough_works_as_written(
-    server: tuple[subprocess.Popen[str], int], tmp_path: Path
+    server: tuple[subprocess.Popen[str], int], tmp_path: Path, config: ServerConfig
 ) -> None:
     process, port = server
     script = as_run_here(walkthrough_script(), port)
@@ -127,3 +133,5 @@ def test_readme_walkthrough_works_as_written(
     # The first start printed the generated password exactly once, and the shutdown was clean.
     assert stderr.count("with user 'admin' and password") == 1
     assert "stopped; all files closed" in stderr
+    if config.engine == "jetstream":  # the walkthrough really ran on the cluster
+        assert "JetStream engine connected" in stderr

@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from logserver.jetstream.names import BATCH_KEYS_BUCKET, CONSUMERS_BUCKET, JS_STREAM_PREFIX, STREAMS_BUCKET
+from logserver.jetstream.retry import through_elections
+
 START_TIMEOUT = 30.0
+START_ATTEMPTS = 3
+ENGINE_BUCKET_STREAMS = {f"KV_{bucket}" for bucket in (STREAMS_BUCKET, CONSUMERS_BUCKET, BATCH_KEYS_BUCKET)}
 POLL_SECONDS = 0.1
 
 
@@ -48,6 +57,10 @@ def http_json(url: str, timeout: float = 2.0) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
+
+
+class NodeExited(RuntimeError):
+    """A node's process ended while the cluster waited for it (a port taken, a bad config)."""
 
 
 @dataclass
@@ -139,17 +152,29 @@ class NatsCluster:
     nodes: list[NatsNode] = field(default_factory=list)
 
     def start(self) -> NatsCluster:
-        """Start every node and wait until JetStream has a meta leader every node agrees on."""
-        for index in range(self.size):
-            self.nodes.append(
+        """Start every node and wait until JetStream has a meta leader every node agrees on.
+
+        A free port can be taken by another process before its node binds it (the machine is
+        shared); the node then exits at once, and the cluster starts again on new ports.
+        """
+        for _ in range(START_ATTEMPTS):
+            for node in self.nodes:
+                node.stop()
+                shutil.rmtree(node.directory, ignore_errors=True)
+            self.nodes = [
                 NatsNode(f"n{index + 1}", self.root / f"n{index + 1}", free_port(), free_port(), free_port())
-            )
-        routes = [node.cluster_port for node in self.nodes] if self.size > 1 else []
-        for node in self.nodes:
-            node.write_config(routes, self.sync_always)
-            node.start()
-        self.wait_for_meta_leader()
-        return self
+                for index in range(self.size)
+            ]
+            routes = [node.cluster_port for node in self.nodes] if self.size > 1 else []
+            for node in self.nodes:
+                node.write_config(routes, self.sync_always)
+                node.start()
+            try:
+                self.wait_for_meta_leader()
+                return self
+            except NodeExited:
+                continue
+        raise NodeExited(f"the cluster did not start in {START_ATTEMPTS} attempts (ports taken?)")
 
     @property
     def urls(self) -> list[str]:
@@ -163,9 +188,14 @@ class NatsCluster:
         return next(node for node in self.nodes if node.name == name)
 
     def wait_for_meta_leader(self, timeout: float = START_TIMEOUT) -> str:
-        """The meta leader's name once every running node reports the same one."""
+        """The meta leader's name once every running node reports the same one and the leader
+        sees every other running node current (before that, a replicated stream's creation may
+        be refused: "no suitable peers for placement, peer offline")."""
         deadline = time.monotonic() + timeout
         while True:
+            exited = [node.name for node in self.nodes if node.process and node.process.poll() is not None]
+            if exited:
+                raise NodeExited(f"nats-server {exited} exited (see nats.log in its directory)")
             leaders = set()
             for node in self.nodes:
                 if not node.running:
@@ -177,10 +207,22 @@ class NatsCluster:
                     continue
                 leaders.add(meta.get("leader") if self.size > 1 else node.name)
             if len(leaders) == 1 and None not in leaders:
-                return str(leaders.pop())
+                leader = str(leaders.pop())
+                if self.size == 1 or self.leader_sees_peers_current(leader):
+                    return leader
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no JetStream meta leader within {timeout} s: {leaders}")
             time.sleep(POLL_SECONDS)
+
+    def leader_sees_peers_current(self, leader: str) -> bool:
+        """Whether the meta leader has every other running node current (followers do not track
+        each other, so only the leader's view tells)."""
+        try:
+            meta = self.node(leader).jsz().get("meta_cluster", {})
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+        replicas = meta.get("replicas", [])
+        return all(peer.get("current") for peer in replicas if self.node(str(peer["name"])).running)
 
     def stream_leader(self, stream: str) -> str:
         """The node leading a JetStream stream's Raft group (from /jsz?streams=true)."""
@@ -215,3 +257,30 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    async def clean_slate(self) -> None:
+        """Delete every logserver stream and empty logserver's KV buckets: as if nothing was stored.
+
+        The buckets are purged, not deleted: recreating three replicated buckets per test costs
+        Raft elections, a purge costs one replicated write. Retried while the cluster answers as
+        leaderless (a cluster just started may time out its first JetStream requests).
+        """
+        connection = await nats.connect(servers=self.urls, connect_timeout=5)
+        try:
+            js = connection.jetstream(timeout=5)
+            await through_elections(lambda: wipe_logserver_streams(js), START_TIMEOUT, "cleaning up")
+        finally:
+            await connection.close()
+
+
+async def wipe_logserver_streams(js: JetStreamContext) -> None:
+    """Delete the LS_* streams and purge logserver's buckets (what is gone already is skipped)."""
+    for info in await js.streams_info():
+        name = info.config.name or ""
+        try:
+            if name.startswith(JS_STREAM_PREFIX):
+                await js.delete_stream(name)
+            elif name in ENGINE_BUCKET_STREAMS:
+                await js.purge_stream(name)
+        except NotFoundError:
+            continue

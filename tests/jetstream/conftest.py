@@ -1,9 +1,9 @@
-"""Fixtures: one real 3-node nats-server cluster per test session, and engines (gateways) on it."""
+"""Fixtures: engines (gateways) on the session's 3-node nats-server cluster (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -13,15 +13,6 @@ from logserver.jetstream import JetStreamEngine, JetStreamSettings
 from .cluster import NatsCluster
 
 OpenEngine = Callable[..., Awaitable[JetStreamEngine]]
-
-
-@pytest.fixture(scope="session")
-def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    cluster = NatsCluster(tmp_path_factory.mktemp("nats")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def settings_for(cluster: NatsCluster, **limits: float) -> JetStreamSettings:
