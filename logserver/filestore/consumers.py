@@ -174,24 +174,29 @@ class ConsumerState:
         return position
 
     def lag(self) -> list[ConsumerLag]:
-        """Per consumer and event name: where it is and how far behind (the reference server's view)."""
+        """Per consumer and event name: where it is and how far behind (the reference server's view).
+
+        A consumer that has only taken leases (nothing acknowledged yet) is listed too, at 0.
+        """
         rows: list[ConsumerLag] = []
         end = self._log.visible_end
-        for consumer, names in sorted(self.checkpoint.positions.items()):
-            for event_name, entry in sorted(names.items()):
-                sequences = self._names.sequences(event_name)
-                total = bisect_left(sequences, end)
-                acknowledged = bisect_right(sequences, entry.position) + len(entry.acked)
-                rows.append(
-                    {
-                        "consumer": consumer,
-                        "eventName": event_name,
-                        "position": entry.position,
-                        "acknowledged": acknowledged,
-                        "acknowledgedOutOfOrder": len(entry.acked),
-                        "behind": total - acknowledged,
-                        "consumedPercentage": round(100.0 * acknowledged / total, 2) if total else 100.0,
-                        "inFlight": self.in_flight(consumer, event_name),
-                    }
-                )
+        positions = self.checkpoint.positions
+        keys = {(c, n) for c, names in positions.items() for n in names} | self._deliveries.keys()
+        for consumer, event_name in sorted(keys):
+            entry = positions.get(consumer, {}).get(event_name) or ConsumerPosition()
+            sequences = self._names.sequences(event_name)
+            total = bisect_left(sequences, end)
+            acknowledged = bisect_right(sequences, entry.position) + len(entry.acked)
+            rows.append(
+                {
+                    "consumer": consumer,
+                    "eventName": event_name,
+                    "position": entry.position,
+                    "acknowledged": acknowledged,
+                    "acknowledgedOutOfOrder": len(entry.acked),
+                    "behind": total - acknowledged,
+                    "consumedPercentage": round(100.0 * acknowledged / total, 2) if total else 100.0,
+                    "inFlight": self.in_flight(consumer, event_name),
+                }
+            )
         return rows

@@ -337,3 +337,15 @@ async def test_concurrent_retries_with_one_key_append_once(
     ids = await asyncio.gather(*(store.append(STREAM, "p", event(i=i), key="same") for i in range(20)))
     assert len(set(ids)) == 1
     assert [e["eventId"] for e in await read_events(store, STREAM, "OrderPlaced", "c")] == [ids[0]]
+
+
+async def test_a_consumer_that_only_took_leases_is_listed_with_its_lag(
+    store: FileStore, event: Callable[..., dict[str, Any]]
+) -> None:
+    for i in range(4):
+        await store.append(STREAM, "p", event(i=i))
+    leased = orjson.loads(await store.consume_leased(STREAM, "OrderPlaced", "workers", 3, 30.0))
+    assert len(leased) == 3
+    [row] = await store.consumer_lag(STREAM)
+    assert row["consumer"] == "workers" and row["position"] == 0
+    assert row["behind"] == 4 and row["inFlight"] == 3  # nothing acknowledged yet, three leased
