@@ -12,7 +12,7 @@ from logserver.console.samples import SampleRing
 from logserver.engine import Engine
 
 from .api import StreamApi
-from .console import ConsoleApi, console_files
+from .console import ApiDocs, ConsoleApi, console_files
 from .dispatch import Dispatcher
 from .extensions import ExtensionApi
 from .metrics import RequestMetrics
@@ -43,7 +43,8 @@ def build_server(
     extensions = ExtensionApi(engine, config.max_limit, config.max_batch, document, metrics, stopping)
     samples = SampleRing(engine.list_streams, engine.consumer_lag, config.samples_interval)
     console = ConsoleApi(samples, console_files())
-    routes = RouteTable(route_table(api, extensions, console, config.public_metrics))
+    docs = ApiDocs(console_files("apidocs"))
+    routes = RouteTable(route_table(api, extensions, console, docs, config.public_metrics))
     if throttle is None:
         throttle = FailedLoginThrottle(config.auth_failures_per_minute)
     dispatcher = Dispatcher(routes, authenticator, throttle, metrics, config.max_body_bytes)

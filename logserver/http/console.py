@@ -35,10 +35,10 @@ STATIC_HEADERS = {
 }
 
 
-def console_files() -> dict[str, tuple[bytes, str]]:
-    """Every servable file of the package's console: name -> (content, content type)."""
+def console_files(folder: str = "static") -> dict[str, tuple[bytes, str]]:
+    """Every servable file of a folder of the package's console: name -> (content, content type)."""
     files: dict[str, tuple[bytes, str]] = {}
-    for entry in (resources.files("logserver.console") / "static").iterdir():
+    for entry in (resources.files("logserver.console") / folder).iterdir():
         content_type = CONTENT_TYPES.get("." + entry.name.rpartition(".")[2])
         if entry.is_file() and content_type is not None:
             files[entry.name] = (entry.read_bytes(), content_type)
@@ -87,3 +87,41 @@ class ConsoleApi:
         if not self._samples.knows(stream):
             raise ApiError(404, f"no samples of stream '{stream}' (none yet, or no such stream)")
         return json_response(orjson.dumps(self._samples.stream_view(stream)))
+
+
+# Redoc styles through injected <style> elements and runs its search in a blob worker.
+API_DOCS_HEADERS = {
+    **STATIC_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src blob:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+}
+
+
+class ApiDocs:
+    """The API reference at /api/v1/docs: Redoc (vendored) rendering /api/v1/openapi.json.
+
+    Public, like the document it renders. Owns its files, read once; they never change after.
+    """
+
+    def __init__(self, files: dict[str, tuple[bytes, str]]) -> None:
+        if INDEX not in files:
+            raise ValueError(f"the API reference's {INDEX} is missing from the package")
+        self._files = files
+
+    async def index(self, request: web.BaseRequest, params: PathParams) -> web.Response:
+        """GET /api/v1/docs: the reference page."""
+        return self._file(INDEX)
+
+    async def file(self, request: web.BaseRequest, params: PathParams) -> web.Response:
+        """GET /api/v1/docs/{file}: the page's scripts."""
+        name = params["file"]
+        if name not in self._files:
+            raise ApiError(404, f"the API reference has no file '{name}'")
+        return self._file(name)
+
+    def _file(self, name: str) -> web.Response:
+        content, content_type = self._files[name]
+        return web.Response(body=content, headers={"Content-Type": content_type, **API_DOCS_HEADERS})

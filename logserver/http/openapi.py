@@ -468,7 +468,7 @@ def openapi_document(
         "/console": {"get": _to_console("consoleRedirect")},
         "/console/": {
             "get": _operation(
-                "consoleIndex", "The web console (README Console)", _text("its page", "text/html")
+                "consoleIndex", 'The web console (README "Console")', _text("its page", "text/html")
             ),
         },
         "/console/{file}": {
@@ -487,6 +487,33 @@ def openapi_document(
         "/api/v1/openapi.json": {
             "get": _operation(
                 "openapi", "This document", _json({"type": "object"}, "OpenAPI 3.1"), public=True
+            ),
+        },
+        "/api/v1/docs": {
+            "get": _operation(
+                "apiReference",
+                "This document rendered as a page (Redoc)",
+                _text("the page", "text/html"),
+                public=True,
+            ),
+        },
+        "/api/v1/docs/{file}": {
+            "parameters": [
+                {
+                    "name": "file",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"enum": sorted(console_files("apidocs"))},
+                }
+            ],
+            "get": _operation(
+                "apiReferenceFile",
+                "One of the reference page's files (its scripts)",
+                _text("the file", "text/javascript", "text/html"),
+                400,
+                404,
+                public=True,
+                descriptions={404: "the API reference has no such file"},
             ),
         },
     }

@@ -19,7 +19,7 @@ from .responses import ApiError
 
 if TYPE_CHECKING:  # they import PathParams from here
     from .api import StreamApi
-    from .console import ConsoleApi
+    from .console import ApiDocs, ConsoleApi
     from .extensions import ExtensionApi
 
 # How a 403 names each action: "may not produce to stream 'x'".
@@ -56,7 +56,7 @@ class Route:
 
 
 def route_table(
-    api: StreamApi, more: ExtensionApi, console: ConsoleApi, public_metrics: bool
+    api: StreamApi, more: ExtensionApi, console: ConsoleApi, docs: ApiDocs, public_metrics: bool
 ) -> tuple[Route, ...]:
     stream = "/api/v1/streams/{stream}"
     return (
@@ -85,6 +85,9 @@ def route_table(
         Route("GET", "/console/", console.index),
         Route("GET", "/console/{file}", console.file),
         Route("GET", "/api/v1/samples", console.all_samples),  # only the user's streams
+        # The API reference renders the public OpenAPI document, so it is public too.
+        Route("GET", "/api/v1/docs", docs.index, public=True),
+        Route("GET", "/api/v1/docs/{file}", docs.file, public=True),
         Route("GET", f"{stream}/samples", console.stream_samples, permission="consume"),
     )
 

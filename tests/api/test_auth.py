@@ -117,9 +117,11 @@ async def test_every_route_but_the_public_ones_asks_for_credentials(
     client: Client, server: ApiServer
 ) -> None:
     routes = server.dispatcher.routes.routes
-    assert {route.path for route in routes if route.public} == {"/health", "/api/v1/openapi.json"}
+    public = {"/health", "/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/{file}"}
+    assert {route.path for route in routes if route.public} == public
     for route in routes:
-        path = route.path.format(stream="s", eventID="e", consumer="c", file="console.js")
+        file = "apidocs.js" if route.path.startswith("/api/v1/docs") else "console.js"
+        path = route.path.format(stream="s", eventID="e", consumer="c", file=file)
         response = await client.request(route.method, path)
         if route.public:
             assert response.status == 200, route

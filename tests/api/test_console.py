@@ -198,3 +198,22 @@ async def test_the_ring_keeps_its_capacity_aligned_with_times_and_drops_vanished
     assert view["streams"][1] == {"name": "b", "eventCount": [None, None, 1], "lastSequence": [None, None, 1]}
     assert ring.streams_view(lambda name: name == "a")["streams"][0]["name"] == "a"
     assert ring.knows("a") and not ring.knows("c")
+
+
+async def test_the_api_reference_and_its_scripts_are_public_and_nothing_else_is_served(
+    client: Client,
+) -> None:
+    response = await client.get("/api/v1/docs")  # no credentials: it renders the public document
+    page = (await response.read()).decode()
+    assert response.status == 200 and response.content_type == "text/html"
+    assert "style-src 'self' 'unsafe-inline'" in response.headers["Content-Security-Policy"]
+    scripts = re.findall(r'src="([^"]+)"', page)
+    assert scripts == ["/api/v1/docs/redoc.standalone.js", "/api/v1/docs/apidocs.js"]
+    for path in scripts:
+        script = await client.get(path)
+        assert script.status == 200 and script.content_type == "text/javascript"
+        assert len(await script.read()) > 0
+    assert b"/api/v1/openapi.json" in await (await client.get(scripts[1])).read()
+    for name in ("VENDORED.md", "redoc.LICENSE", "nope.js"):
+        detail = await expect(await client.get(f"/api/v1/docs/{name}"), 404)
+        assert detail == f"Not Found - the API reference has no file '{name}'"
