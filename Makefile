@@ -33,6 +33,10 @@ test: lint ## lint, type-check and run the test suite (without slow tests)
 test-slow: $(STAMP) ## run only the slow tests (none yet is not a failure)
 	$(PY) -m pytest -m slow; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
+test-browser: $(STAMP) ## the console in headless Chromium via Playwright (apt-installs chromium if missing)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(PY) -m pytest -m browser
+
 $(JETSTREAM_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed,jetstream]'
 	touch $@
