@@ -56,7 +56,9 @@ async def test_every_method(server: ServerProcess, stream: str) -> None:
 
         assert stream in {s["name"] for s in await client.streams()}
         assert (await client.stream(stream))["eventCount"] == 3
-        assert {c["consumer"] for c in await client.consumers(stream)} == {"mailer"}  # workers acked none
+        rows = {c["consumer"]: c for c in await client.consumers(stream)}
+        assert set(rows) == {"mailer", "workers"}  # workers has only leased, and is listed too
+        assert rows["workers"]["inFlight"] == 1 and rows["workers"]["acknowledged"] == 0
         await client.seek(stream, "mailer", to="start")
         assert len(await client.consume(stream, "OrderPlaced", "mailer")) == 3
         retention = await client.set_retention(stream, max_bytes=1 << 30)
