@@ -50,6 +50,13 @@ def check_stream_name(name: str) -> None:
         raise InvalidName("stream name must not contain '/'")
 
 
+def refuse_client_dead_letters(stream: str) -> None:
+    """Dead-letter streams take only the engine's own appends, whatever producer id a client sends."""
+    if stream.endswith(DEAD_LETTER_SUFFIX):
+        check_stream_name(stream)
+        raise ReservedStream(f"stream '{stream}' holds dead letters: only the server appends to it")
+
+
 def dead_letter_stream(name: str) -> str:
     """Where events of `name` go after too many deliveries without an ack."""
     return f"{name}{DEAD_LETTER_SUFFIX}"

@@ -21,7 +21,6 @@ import orjson
 
 from logserver.engine import (
     DEAD_LETTER_PRODUCER,
-    DEAD_LETTER_SUFFIX,
     Bound,
     ConsumerLag,
     EngineError,
@@ -29,7 +28,6 @@ from logserver.engine import (
     EventNotFound,
     HistoryPage,
     HistoryQuery,
-    ReservedStream,
     RetentionResult,
     StreamCorrupt,
     StreamFigures,
@@ -39,6 +37,7 @@ from logserver.engine import (
     check_name,
     check_stream_name,
     dead_letter_stream,
+    refuse_client_dead_letters,
 )
 
 from .atomic_file import make_directories
@@ -177,9 +176,8 @@ class FileStore:
         Dead-letter streams take only the server's own appends (`server`), whatever producer id
         a client sends.
         """
-        if stream.endswith(DEAD_LETTER_SUFFIX) and not server:
-            check_stream_name(stream)
-            raise ReservedStream(f"stream '{stream}' holds dead letters: only the server appends to it")
+        if not server:
+            refuse_client_dead_letters(stream)
         if stream not in self._streams:
             await self._creator.create(stream, producer_id, expected_last)
         target = self.stream(stream)

@@ -43,7 +43,6 @@ from nats.js.kv import KeyValue
 
 from logserver.engine import (
     DEAD_LETTER_PRODUCER,
-    DEAD_LETTER_SUFFIX,
     MAX_SEQUENCE,
     Body,
     Bound,
@@ -57,7 +56,6 @@ from logserver.engine import (
     HistoryPage,
     HistoryQuery,
     InvalidRequest,
-    ReservedStream,
     RetentionResult,
     SequenceMismatch,
     StreamFigures,
@@ -68,6 +66,7 @@ from logserver.engine import (
     check_name,
     check_stream_name,
     dead_letter_stream,
+    refuse_client_dead_letters,
 )
 
 from .consumers import ConsumerRecord, ConsumerStore, now
@@ -271,9 +270,8 @@ class JetStreamEngine:
         Dead-letter streams take only the engine's own appends (`server`), whatever producer id
         a client sends.
         """
-        if stream.endswith(DEAD_LETTER_SUFFIX) and not server:
-            check_stream_name(stream)
-            raise ReservedStream(f"stream '{stream}' holds dead letters: only the server appends to it")
+        if not server:
+            refuse_client_dead_letters(stream)
         record = await self._record(stream)
         if record is None:
             if expected_last not in (None, 0):
