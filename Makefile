@@ -68,7 +68,7 @@ test-compiled: build-compiled ## run the test suite against the compiled build, 
 
 clean-compiled: ## remove the compiled modules: pure Python again
 	find logserver -name '*.so' -delete
-	rm -rf build *__mypyc*.so
+	rm -rf build
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .

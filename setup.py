@@ -14,10 +14,13 @@ from pathlib import Path
 
 from setuptools import setup
 
-# Left interpreted: config.py (argparse types), cli.py, server.py and auth.py's file watching
+# Left interpreted: the package's __init__.py (mypyc derives a compiled package's __path__ from
+# the shared library's directory, which is wrong once that library lives inside the package),
+# config.py (argparse types), cli.py, server.py and auth.py's file watching
 # gain nothing on the request path; the engine's offline tools run once.
+INTERPRETED = ("maintenance.py", "__init__.py")
 COMPILED = [
-    *sorted(str(p) for p in Path("logserver/filestore").glob("*.py") if p.name not in ("maintenance.py",)),
+    *sorted(str(p) for p in Path("logserver/filestore").glob("*.py") if p.name not in INTERPRETED),
     "logserver/engine.py",
     "logserver/http/api.py",
     "logserver/http/dispatch.py",
@@ -44,7 +47,9 @@ def compiled_extensions() -> list[object]:
     if not any(shutil.which(cc) for cc in (os.environ.get("CC", "cc"), "gcc", "clang")):
         print("logserver: LOGSERVER_MYPYC=1 but no C compiler found; building pure Python", file=sys.stderr)
         return []
-    return list(mypycify(COMPILED, opt_level="3"))
+    # The group's shared library is named inside the package (logserver/compiled__mypyc*.so), so
+    # the compiled modules import from any working directory, not only from the project root.
+    return list(mypycify(COMPILED, opt_level="3", group_name="logserver.compiled"))
 
 
 setup(ext_modules=compiled_extensions())
