@@ -31,6 +31,7 @@ import orjson
 import storage_footprint
 from harness import (
     AUTH_HEADER,
+    BENCH,
     CLIENT_CPU,
     LUA_DIR,
     Server,
@@ -53,13 +54,37 @@ def short(frame: str) -> str:
     if match is None:
         return frame
     path = match["file"]
-    if "/logserver/" in path:
-        path = "logserver/" + path.rsplit("/logserver/", 1)[1]
-    elif "site-packages/" in path:
+    # Libraries first: a checkout named logserver holds its venv's site-packages too.
+    if "site-packages/" in path:
         path = path.split("site-packages/", 1)[1]
     elif "/lib/python3" in path:
         path = path.split("/lib/python3", 1)[1].split("/", 1)[-1]
+    elif "/logserver/" in path:
+        path = "logserver/" + path.rsplit("/logserver/", 1)[1]
     return f"{match['function']} ({path})"
+
+
+# Where a loop-thread sample is, by its innermost logserver frame (bench/ceiling.py counts as one).
+LAYERS = ("logserver's own Python", "libraries called by logserver", "aiohttp and the event loop")
+
+
+def layer(names: list[str]) -> str:
+    """Which of LAYERS a stack (outermost first, shortened names) belongs to."""
+    ours = [i for i, name in enumerate(names) if "(logserver/" in name or "ceiling.py)" in name]
+    if not ours or names[ours[-1]].startswith(("main (", "_serve (", "<module> (", "serve (")):
+        return LAYERS[2]
+    return LAYERS[0] if ours[-1] == len(names) - 1 else LAYERS[1]
+
+
+def layers_per_request(collapsed: str, rate: int, requests: float) -> dict[str, float]:
+    """Microseconds of the loop thread per request in each of LAYERS (py-spy's overhead included)."""
+    samples: Counter[str] = Counter()
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        thread, *frames = stack.split(";")
+        if stack and thread.endswith(": MainThread"):
+            samples[layer([short(f) for f in frames])] += int(count_text)
+    return {name: samples[name] / rate / requests * 1e6 for name in LAYERS}
 
 
 def summarise(collapsed: str, top: int) -> tuple[int, int, list[tuple[str, float]], list[tuple[str, float]]]:
@@ -106,8 +131,9 @@ def record(pid: int, seconds: float, rate: int, out: Path, svg: bool) -> None:
 
 
 def profile(url: str, pid: int, env: dict[str, str], script: str, seconds: float, rate: int, out: Path,
-            svg: bool) -> None:  # fmt: skip
-    """wrk for seconds + 3 in the background, py-spy for `seconds` after a 1 s ramp."""
+            svg: bool) -> float:  # fmt: skip
+    """wrk for seconds + 3 in the background, py-spy for `seconds` after a 1 s ramp; returns the
+    requests answered while sampled (wrk's rate times `seconds`)."""
     wrk = subprocess.Popen(
         pinned(
             CLIENT_CPU, ["wrk", "-t1", "-c64", f"-d{round(seconds) + 3}s", "-s", str(LUA_DIR / script), url]
@@ -128,6 +154,8 @@ def profile(url: str, pid: int, env: dict[str, str], script: str, seconds: float
             raise RuntimeError(f"{figures['status']} non-2xx answers under {script}")
         rate_seen = figures["requests"] / (figures["duration_us"] / 1e6)
         log(f"  {script}: {rate_seen:,.0f} req/s while sampled (py-spy slows the server a little)")
+        return rate_seen * seconds
+    raise RuntimeError(f"wrk printed no summary under {script}")
 
 
 def main() -> int:
@@ -157,6 +185,12 @@ def main() -> int:
             server = start_server("profile-append", logserver_command(work / "append", users, "always"), work)
             servers.append(server)
             jobs.append(("append", "append.lua", append_env(body_file), server))
+            # The same load on the ceiling: what aiohttp and the loop cost an append anyway.
+            ceiling = start_server(
+                "profile-ceiling", [sys.executable, str(BENCH / "ceiling.py"), "--port", "{port}"], work
+            )
+            servers.append(ceiling)
+            jobs.append(("ceiling append", "append.lua", append_env(body_file), ceiling))
         if "consume" in args.only or "ack" in args.only:
             data = args.data_cache / f"events-{args.events}-segments-{args.segments}"
             args.data_cache.mkdir(parents=True, exist_ok=True)
@@ -187,16 +221,23 @@ def main() -> int:
                 jobs.append(("ack", "ack.lua", ack, server))
         RESULTS.mkdir(exist_ok=True)
         for name, script, env, server in jobs:
-            out = RESULTS / f"profile-{name}.{'svg' if args.svg else 'txt'}"
+            out = RESULTS / f"profile-{name.replace(' ', '-')}.{'svg' if args.svg else 'txt'}"
             log(f"profiling {name}: wrk -c64 on {server.url}, py-spy on {server.pid} for {args.seconds:g} s")
-            profile(server.url, server.pid, env, script, args.seconds, args.rate, out, args.svg)
+            requests = profile(server.url, server.pid, env, script, args.seconds, args.rate, out, args.svg)
             if args.svg:
                 continue
-            loop, other, own, total = summarise(out.read_text(), args.top)
+            collapsed = out.read_text()
+            loop, other, own, total = summarise(collapsed, args.top)
             possible = args.seconds * args.rate
             lines = [
                 f"== {name}: event loop thread busy in {loop} samples (~{100 * loop / possible:.0f}% of wall "
                 f"time); other threads busy (fsync, file writes) in {other} samples",
+                "   µs/request  layer (loop-thread samples / rate / requests answered while sampled)",
+            ]
+            per_request = layers_per_request(collapsed, args.rate, requests)
+            lines += [f"  {micros:8.1f}    {layer_name}" for layer_name, micros in per_request.items()]
+            lines += [
+                f"  {sum(per_request.values()):8.1f}    in all",
                 "   self %  function (% of the loop thread's busy samples)",
             ]
             lines += [f"  {pct:6.1f}   {function}" for function, pct in own]
