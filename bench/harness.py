@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import metadata
@@ -154,6 +155,55 @@ def get_json(url: str, headers: dict[str, str]) -> object:
         return json.loads(response.read())
 
 
+# ---- a stored stream to consume and ack --------------------------------------------------------
+
+
+def events_per_answer(server: Server, stream: str, limits: Sequence[int]) -> dict[int, int]:
+    """How many events a GET of `Event name 0` with each limit answers (a probe consumer that never acks)."""
+    probe = {"Authorization": AUTH_HEADER, "X-Consumer-ID": "bench-probe"}
+    counts = {}
+    for limit in limits:
+        answer = get_json(
+            f"{server.url}/api/v1/streams/{stream}/events?eventName=Event%20name%200&limit={limit}", probe
+        )
+        assert isinstance(answer, list)
+        counts[limit] = len(answer)
+    return counts
+
+
+def event_id_prefix(server: Server, stream: str) -> str:
+    """The first 24 characters every event id of `stream` shares, which ack.lua completes with a sequence."""
+    probe = {"Authorization": AUTH_HEADER, "X-Consumer-ID": "bench-probe"}
+    first = get_json(f"{server.url}/api/v1/streams/{stream}/events?eventName=Event%20name%201&limit=1", probe)
+    assert isinstance(first, list) and first
+    event_id, sequence = first[0]["eventId"], first[0]["sequence"]
+    if event_id[-12:] != f"{sequence:012x}":
+        raise RuntimeError(f"event id {event_id} does not end in its sequence {sequence}: ack.lua needs it")
+    return str(event_id[:24])
+
+
+def consume_env(stream: str, limit: int) -> dict[str, str]:
+    """consume.lua's environment: GET `Event name 0` with `limit` as a consumer that never acks."""
+    return {
+        "BENCH_AUTH": AUTH_HEADER,
+        "BENCH_PATH": f"/api/v1/streams/{stream}/events?eventName=Event%20name%200&limit={limit}",
+        "BENCH_CONSUMER": "bench-reader",
+    }
+
+
+def ack_env(stream: str, consumer: str, prefix: str, first: int, last: int) -> dict[str, str]:
+    """ack.lua's environment: `consumer` acks the events of sequences first..last in turn."""
+    return {
+        "BENCH_AUTH": AUTH_HEADER,
+        "BENCH_PATH": f"/api/v1/streams/{stream}/events/",
+        "BENCH_CONSUMER": consumer,
+        "BENCH_CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "BENCH_ID_PREFIX": prefix,
+        "BENCH_FIRST": str(first),
+        "BENCH_LAST": str(last),
+    }
+
+
 # ---- wrk ---------------------------------------------------------------------------------------
 
 
@@ -197,6 +247,32 @@ def run_wrk(
         "socket_errors": raw["connect"] + raw["read"] + raw["write"] + raw["timeout"],
         "listen_overflows": overflows,
     }
+
+
+def run_wrk_across(
+    servers: Sequence[Server], script: str, envs: Sequence[dict[str, str]], connections: int, duration: float
+) -> dict[str, float]:
+    """wrk against every server at once, one wrk each (envs[i] for servers[i]), the connections split
+    between them: one summary, with requests and req/s summed and each latency the slowest run's."""
+    if len(servers) == 1:
+        return run_wrk(servers[0].url, script, envs[0], connections, duration)
+    share = max(1, connections // len(servers))
+    with ThreadPoolExecutor(len(servers)) as pool:
+        runs = list(
+            pool.map(lambda server, env: run_wrk(server.url, script, env, share, duration), servers, envs)
+        )
+    summed = ("requests", "req_s", "socket_errors")
+    # each run counts the machine's listen-queue overflows in the same seconds: the largest is all
+    worst = ("seconds", "p50_ms", "p90_ms", "p99_ms", "max_ms", "listen_overflows")
+    return {
+        **{key: sum(run[key] for run in runs) for key in summed},
+        **{key: max(run[key] for run in runs) for key in worst},
+    }
+
+
+def warm(server: Server, script: str, env: dict[str, str], seconds: float) -> None:
+    """Creates the stream, fills the auth cache and the page cache: not recorded."""
+    run_wrk(server.url, script, env, 64, seconds)
 
 
 def listen_overflows() -> int:

