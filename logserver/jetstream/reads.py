@@ -10,6 +10,7 @@ never skip or reorder: a replica that holds sequence n holds every sequence befo
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -47,6 +48,30 @@ def nats_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class _DirectBatch:
+    """The answers to one batched direct get as they arrive, until its end (204/404) or an error.
+
+    Touched only by the subscription's callback and the one reader awaiting `finished`.
+    """
+
+    def __init__(self, stream: str, finished: asyncio.Future[list[StoredMessage]]) -> None:
+        self.stream = stream
+        self.found: list[StoredMessage] = []
+        self.finished = finished
+
+    async def take(self, msg: Msg) -> None:
+        """One answer: a message, the end of the batch, or a failure status."""
+        if self.finished.done():
+            return
+        status = (msg.headers or {}).get("Status")
+        if status is None:
+            self.found.append(_from_direct(msg))
+        elif status in ("204", "404"):  # end of batch, or nothing at all
+            self.finished.set_result(self.found)
+        else:
+            self.finished.set_exception(EngineUnavailable(f"direct get on {self.stream} answered {status}"))
+
+
 class MessageReader:
     """Direct and leader gets on one NATS connection. Stateless; safe for concurrent use."""
 
@@ -66,21 +91,18 @@ class MessageReader:
         return await self._direct_batch(stream, {"start_time": nats_time(moment), "batch": count})
 
     async def _direct_batch(self, stream: str, request: dict[str, Any]) -> list[StoredMessage]:
-        inbox = self._nc.new_inbox()
-        found: list[StoredMessage] = []
+        """The messages of one batched direct get, collected by a callback until its end marker.
+
+        A callback, not `next_msg`: nats-py's next_msg starts a task, a wait_for and a uuid4
+        per message, which was a third of a consume's time through a gateway.
+        """
+        batch = _DirectBatch(stream, asyncio.get_running_loop().create_future())
         try:
-            subscription = await self._nc.subscribe(inbox)
+            subscription = await self._nc.subscribe(self._nc.new_inbox(), cb=batch.take)
             try:
-                await self._nc.publish(f"{self._prefix}.DIRECT.GET.{stream}", orjson.dumps(request), inbox)
-                while True:
-                    msg = await subscription.next_msg(timeout=REQUEST_TIMEOUT_SECONDS)
-                    status = (msg.headers or {}).get("Status")
-                    if status is None:
-                        found.append(_from_direct(msg))
-                    elif status in ("204", "404"):  # end of batch, or nothing at all
-                        return found
-                    else:
-                        raise EngineUnavailable(f"direct get on {stream} answered {status}")
+                subject = f"{self._prefix}.DIRECT.GET.{stream}"
+                await self._nc.publish(subject, orjson.dumps(request), subscription.subject)
+                return await asyncio.wait_for(batch.finished, REQUEST_TIMEOUT_SECONDS)
             finally:
                 await subscription.unsubscribe()
         except (NatsTimeout, TimeoutError) as exc:
