@@ -649,11 +649,14 @@ class JetStreamEngine:
         cursor = max(start, 1)
         if subject is not None:
             self._cover(record.name, subject, cursor - 1)
+        # Ask for what is still wanted, doubling while `wanted` refuses some: every message
+        # costs the gateway its header parsing, so a page of 256 for limit=100 cost 2.5x.
+        size = min(limit, READ_PAGE)
         with cluster_errors(f"reading stream {record.name!r}"):
             while len(found) < limit and (until is None or cursor < until):
-                page = await self._reader.batch(js_stream, cursor, subject, READ_PAGE)
+                page = await self._reader.batch(js_stream, cursor, subject, size)
                 highest = page[-1].sequence if page else cursor - 1
-                if len(page) < READ_PAGE and self._last_seen.get(record.name, 0) > highest:
+                if len(page) < size and self._last_seen.get(record.name, 0) > highest:
                     confirmed = await self._reader.leader_next(js_stream, highest, subject)
                     if confirmed is not None:
                         page.append(confirmed)
@@ -667,9 +670,10 @@ class JetStreamEngine:
                         found.append(message)
                         if len(found) == limit:
                             return found
-                if not page or (len(page) < READ_PAGE and page[-1].sequence <= highest):
+                if not page or (len(page) < size and page[-1].sequence <= highest):
                     return found
                 cursor = page[-1].sequence + 1
+                size = min(max(limit - len(found), size * 2), READ_PAGE)
         return found
 
     def _render(self, record: StreamRecord, message: StoredMessage, deliveries: int | None = None) -> bytes:
