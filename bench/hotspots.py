@@ -65,15 +65,24 @@ def short(frame: str) -> str:
 
 
 # Where a loop-thread sample is, by its innermost logserver frame (bench/ceiling.py counts as one).
+ENTRY_POINTS = ("main (", "_serve (", "<module> (", "serve (")
 LAYERS = ("logserver's own Python", "libraries called by logserver", "aiohttp and the event loop")
 
 
 def layer(names: list[str]) -> str:
-    """Which of LAYERS a stack (outermost first, shortened names) belongs to."""
-    ours = [i for i, name in enumerate(names) if "(logserver/" in name or "ceiling.py)" in name]
-    if not ours or names[ours[-1]].startswith(("main (", "_serve (", "<module> (", "serve (")):
-        return LAYERS[2]
-    return LAYERS[0] if ours[-1] == len(names) - 1 else LAYERS[1]
+    """Which of LAYERS a stack (outermost first, shortened names) belongs to.
+
+    A C call (orjson, a syscall) has no frame: it counts where its Python caller does.
+    """
+
+    def ours(name: str) -> bool:
+        return "(logserver/" in name or "ceiling.py)" in name
+
+    if ours(names[-1]):
+        return LAYERS[0]
+    # Entry points hold every frame; protocol.py's handler wraps aiohttp's parsing.
+    calling = [n for n in names if ours(n) and not n.startswith(ENTRY_POINTS) and "http/protocol.py" not in n]
+    return LAYERS[1] if calling else LAYERS[2]
 
 
 def layers_per_request(collapsed: str, rate: int, requests: float) -> dict[str, float]:
