@@ -111,10 +111,28 @@ class MessageReader:
             raise EngineUnavailable(f"reading stream {stream} failed: {exc!r}") from exc
 
     async def one(self, stream: str, sequence: int) -> StoredMessage | None:
-        """The message at `sequence` (a replica first, then the leader), or None if none is."""
-        found = await self.batch(stream, sequence, None, 1)
-        if found and found[0].sequence == sequence:
-            return found[0]
+        """The message at `sequence` (a replica first, then the leader), or None if none is.
+
+        One request on the connection's shared reply inbox: a one-message batch subscribed
+        and unsubscribed an inbox of its own, three protocol messages instead of one.
+        """
+        try:
+            reply = await self._nc.request(
+                f"{self._prefix}.DIRECT.GET.{stream}",
+                orjson.dumps({"seq": sequence}),
+                REQUEST_TIMEOUT_SECONDS,
+            )
+        except (NatsTimeout, TimeoutError) as exc:
+            raise EngineUnavailable(f"no answer reading stream {stream}") from exc
+        except NatsError as exc:
+            raise EngineUnavailable(f"reading stream {stream} failed: {exc!r}") from exc
+        status = (reply.headers or {}).get("Status")
+        if status is None:
+            found = _from_direct(reply)
+            if found.sequence == sequence:
+                return found
+        elif status != "404":
+            raise EngineUnavailable(f"direct get on {stream} answered {status}")
         return await self.leader_get(stream, {"seq": sequence})
 
     async def leader_next(self, stream: str, after: int, subject: str | None) -> StoredMessage | None:
