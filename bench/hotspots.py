@@ -91,7 +91,7 @@ def layers_per_request(collapsed: str, rate: int, requests: float) -> dict[str, 
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         thread, *frames = stack.split(";")
-        if stack and thread.endswith(": MainThread"):
+        if frames and thread.endswith(": MainThread"):
             samples[layer([short(f) for f in frames])] += int(count_text)
     return {name: samples[name] / rate / requests * 1e6 for name in LAYERS}
 
@@ -118,6 +118,8 @@ def summarise(collapsed: str, top: int) -> tuple[int, int, list[tuple[str, float
                 other += count
             continue
         names = [short(f) for f in frames]
+        if not names:  # a sample py-spy took between two frames: no function to charge
+            continue
         loop += count
         own[names[-1]] += count
         for name in set(names):
