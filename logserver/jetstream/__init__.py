@@ -5,8 +5,9 @@ from __future__ import annotations
 from logserver.config import ServerConfig
 from logserver.engine import Engine
 
-from .engine import JetStreamEngine, JetStreamSettings
+from .engine import JetStreamEngine
 from .preflight import NatsServerRefused
+from .settings import JetStreamSettings
 
 __all__ = [
     "JetStreamEngine",
