@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig
@@ -18,6 +18,7 @@ from nats.js.kv import KeyValue
 
 from logserver.engine import EngineUnavailable
 
+from .access import NatsLoginRefused, Redactor, check_files, connect_options, is_refusal, tls_context
 from .names import BATCH_KEYS_BUCKET, CONSUMERS_BUCKET, STREAMS_BUCKET
 from .preflight import check_servers
 from .reads import MessageReader
@@ -55,23 +56,22 @@ class Cluster:
     @classmethod
     async def open(cls, settings: JetStreamSettings) -> Cluster:
         """Check every node (preflight), connect, and open (or create) the three buckets."""
-        await check_servers(settings.monitor_urls)
+        redactor = Redactor(settings)
+        check_files(settings.access)
         try:
-            connection = await nats.connect(
-                servers=settings.servers,
-                connect_timeout=settings.connect_timeout_seconds,
-                max_reconnect_attempts=-1,
-                name="logserver",
-            )
-        except (NatsError, OSError, TimeoutError) as exc:
-            raise EngineUnavailable(f"cannot connect to NATS at {settings.servers}: {exc!r}") from exc
+            tls = tls_context(settings.access)
+        except OSError as exc:  # a certificate or key that does not parse, or do not fit
+            raise NatsLoginRefused(f"--nats-tls-*: {exc}") from None
+        await check_servers(settings.monitor_urls, tls)
+        connection = await _connect(settings, tls, redactor)
         js = connection.jetstream(timeout=PUBLISH_ATTEMPT_SECONDS * 2)
         try:
             buckets = await _open_buckets(js, settings)
         except BaseException:
             await connection.close()
             raise
-        log.info("JetStream engine connected to %s", connection.connected_url)
+        url = connection.connected_url
+        log.info("JetStream engine connected to %s", redactor.scrub(url.geturl() if url else "NATS"))
         return cls(settings, connection, js, buckets)
 
     async def close(self) -> None:
@@ -92,6 +92,81 @@ class Cluster:
                 lambda: self.reader.subject_counts(f"KV_{bucket}", f"{prefix}{key_filter}"), "listing"
             )
         return [subject.removeprefix(prefix) for subject in counts]
+
+
+class ConnectionErrors:
+    """nats-py's error callback for one connection.
+
+    Owns the errors of the first connect: while it runs they are kept (the last one goes into
+    the start's message) and a refusal of the login or TLS handshake is noted in `refused`;
+    once `started`, each error is logged as a warning. Texts never carry a traceback or a
+    secret (Redactor). Event loop only.
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self.refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        self.last = "no answer"
+        self.started = False
+
+    def describe(self, exc: BaseException) -> str:
+        """The error's type and text, secrets replaced."""
+        return self._redactor.scrub(f"{type(exc).__name__}: {exc}")
+
+    async def report(self, exc: Exception) -> None:
+        """The callback (nats-py takes only a coroutine function)."""
+        if self.started:
+            log.warning("NATS: %s", self.describe(exc))
+            return
+        self.last = self.describe(exc)
+        if is_refusal(exc) and not self.refused.done():
+            self.refused.set_result(exc)
+
+
+async def _connect(settings: JetStreamSettings, tls: ssl.SSLContext | None, redactor: Redactor) -> Client:
+    """A connection to one of the servers; NatsLoginRefused at once when they refuse the login
+    or the TLS handshake, EngineUnavailable when none answers within publish_timeout_seconds.
+
+    nats-py itself retries a failed first connect for ever (max_reconnect_attempts=-1, which
+    the gateway wants later, after a server is lost); so the first connect is watched here.
+    """
+    client = Client()
+    errors = ConnectionErrors(redactor)
+    connecting = asyncio.create_task(
+        client.connect(
+            servers=settings.servers,
+            connect_timeout=settings.connect_timeout_seconds,
+            max_reconnect_attempts=-1,
+            name="logserver",
+            error_cb=errors.report,
+            **connect_options(settings.access, tls),
+        )
+    )
+    done, _ = await asyncio.wait(
+        (connecting, errors.refused),
+        timeout=settings.publish_timeout_seconds,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    if connecting in done and connecting.exception() is None:
+        errors.started = True
+        return client
+    failed = connecting.exception() if connecting in done else None  # a login nats-py cannot set up
+    if failed is None:  # still trying: stop it (its setup ran, so the client can close)
+        connecting.cancel()
+        await asyncio.wait((connecting,))
+        with contextlib.suppress(NatsError, OSError, TimeoutError):
+            await client.close()
+    where = redactor.urls()
+    if failed is not None or errors.refused.done():
+        cause = errors.refused.result() if errors.refused.done() else failed
+        assert cause is not None
+        raise NatsLoginRefused(
+            f"NATS at {where} refused this gateway: {errors.describe(cause)} "
+            "(check the --nats-* login and TLS options)"
+        )
+    raise EngineUnavailable(
+        f"cannot connect to NATS at {where} within {settings.publish_timeout_seconds:g} s: {errors.last}"
+    )
 
 
 async def _open_buckets(
