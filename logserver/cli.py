@@ -23,11 +23,23 @@ from logserver.auth import (
     read_users,
     remove_user,
 )
-from logserver.config import SERVE_OPTIONS, ServerConfig, env_defaults, from_namespace
+from logserver.config import SERVE_OPTIONS, Option, ServerConfig, env_defaults, from_namespace
 from logserver.engine import EngineError
 from logserver.filestore.maintenance import backup, check_data_dir
 from logserver.filestore.store import lock_data_dir
 from logserver.server import serve
+
+# The serve options `migrate` shares: where the cluster is checked, and how to log in to it.
+MIGRATE_NATS_OPTIONS = (
+    "nats_monitor_url",
+    "nats_replicas",
+    "nats_creds",
+    "nats_nkey",
+    "nats_token",
+    "nats_tls_ca",
+    "nats_tls_cert",
+    "nats_tls_key",
+)
 
 
 def _options_epilog() -> str:
@@ -54,16 +66,7 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
 
     serve_parser = commands.add_parser("serve", help="run the server in the foreground")
     for option in SERVE_OPTIONS:
-        serve_parser.add_argument(
-            option.flag,
-            dest=option.field,
-            type=option.parse,
-            nargs="?" if option.switch else None,
-            const=True if option.switch else None,
-            default=env.get(option.field, option.default),
-            metavar=option.metavar,
-            help=f"{option.help} [env {option.env}, default {option.default_text}]",
-        )
+        _add_option(serve_parser, option, env)
 
     user = commands.add_parser("user", help="manage the users file")
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
@@ -139,6 +142,20 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
     return parser
 
 
+def _add_option(parser: argparse.ArgumentParser, option: Option, env: dict[str, Any]) -> None:
+    """One option of the table as a flag of `parser` (its env variable replaces the default)."""
+    parser.add_argument(
+        option.flag,
+        dest=option.field,
+        type=option.parse,
+        nargs="?" if option.switch else None,
+        const=True if option.switch else None,
+        default=env.get(option.field, option.default),
+        metavar=option.metavar,
+        help=f"{option.help} [env {option.env}, default {option.default_text}]",
+    )
+
+
 def _migrate_options(commands: Any, env: dict[str, Any], data_dir_help: str) -> None:
     """`migrate`: where the data dir is and which NATS cluster takes its streams."""
     migrate = commands.add_parser(
@@ -150,20 +167,9 @@ def _migrate_options(commands: Any, env: dict[str, Any], data_dir_help: str) -> 
         "Event ids change (the summary says how sequences map).",
     )
     migrate.add_argument("--to", required=True, metavar="URLS", help="NATS server URLs, comma-separated")
-    migrate.add_argument(
-        "--nats-monitor-url",
-        metavar="URLS",
-        default=env.get("nats_monitor_url", ServerConfig.nats_monitor_url),
-        help="every NATS node's HTTP monitoring URL, comma-separated "
-        "[env LOGSERVER_NATS_MONITOR_URL, default http://127.0.0.1:8222]",
-    )
-    migrate.add_argument(
-        "--nats-replicas",
-        type=int,
-        metavar="N",
-        default=env.get("nats_replicas", ServerConfig.nats_replicas),
-        help="replicas of each stream [env LOGSERVER_NATS_REPLICAS, default 3]",
-    )
+    for option in SERVE_OPTIONS:
+        if option.field in MIGRATE_NATS_OPTIONS:
+            _add_option(migrate, option, env)
     migrate.add_argument(
         "--data-dir",
         type=Path,
@@ -236,9 +242,13 @@ def _migrate(args: argparse.Namespace) -> int:
     config = ServerConfig(
         engine="jetstream",
         nats_url=args.to,
-        nats_monitor_url=args.nats_monitor_url,
-        nats_replicas=args.nats_replicas,
+        **{field: getattr(args, field) for field in MIGRATE_NATS_OPTIONS},
     )
+    try:
+        config.check()
+    except ValueError as exc:
+        print(f"logserver: {exc}", file=sys.stderr)
+        return 1
     try:
         reports = asyncio.run(migrate_data_dir(args.data_dir, config))
     except ImportError as exc:

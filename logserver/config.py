@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,11 @@ MIB = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_HEADER_BYTES = 256
 ENGINES = ("file", "jetstream")  # logserver.server.ENGINE_OPENERS opens each
+NATS_LOGIN_FLAGS = (
+    "--nats-creds",
+    "--nats-nkey",
+    "--nats-token",
+)  # one at most (or user:password in the URL)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,12 @@ class ServerConfig:
     nats_url: str = "nats://127.0.0.1:4222"
     nats_monitor_url: str = "http://127.0.0.1:8222"
     nats_replicas: int = 3
+    nats_creds: Path | None = None
+    nats_nkey: Path | None = None
+    nats_token: str | None = field(default=None, repr=False)  # a secret: never in a log line
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
 
     def check(self) -> None:
         """Raise ValueError for settings that are each valid but wrong together."""
@@ -65,6 +76,29 @@ class ServerConfig:
                 "--fsync does not apply to --engine jetstream: durability is the NATS servers' "
                 "`sync_interval: always`, which the engine checks at start"
             )
+        self.check_nats_access()
+
+    def check_nats_access(self) -> None:
+        """Raise ValueError for NATS login or TLS options that contradict each other or the engine."""
+        given = [flag for flag, value in self._nats_access_options() if value is not None]
+        if given and self.engine != "jetstream":
+            raise ValueError(f"{', '.join(given)} apply to --engine jetstream only")
+        logins = [flag for flag in given if flag in NATS_LOGIN_FLAGS]
+        if len(logins) > 1:
+            raise ValueError(f"{' and '.join(logins)}: give one way to log in to NATS")
+        if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
+            raise ValueError("--nats-tls-cert and --nats-tls-key must be given together")
+
+    def _nats_access_options(self) -> list[tuple[str, object]]:
+        """(flag, value) of each NATS login and TLS option."""
+        return [
+            ("--nats-creds", self.nats_creds),
+            ("--nats-nkey", self.nats_nkey),
+            ("--nats-token", self.nats_token),
+            ("--nats-tls-ca", self.nats_tls_ca),
+            ("--nats-tls-cert", self.nats_tls_cert),
+            ("--nats-tls-key", self.nats_tls_key),
+        ]
 
     @property
     def users_path(self) -> Path:
@@ -273,6 +307,26 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "URLS",
     ),
     Option("nats_replicas", _positive_int, "jetstream engine: replicas of each stream and bucket", "N"),
+    Option("nats_creds", Path, "jetstream engine: NATS credentials file (user JWT and NKey seed)", "FILE"),
+    Option(
+        "nats_nkey",
+        Path,
+        "jetstream engine: NATS NKey seed file (a user nkey in the server's config)",
+        "FILE",
+    ),
+    Option(
+        "nats_token", str, "jetstream engine: NATS token (prefer the environment: flags show in ps)", "TOKEN"
+    ),
+    Option(
+        "nats_tls_ca", Path, "jetstream engine: CA file verifying the NATS servers (else system CAs)", "FILE"
+    ),
+    Option(
+        "nats_tls_cert",
+        Path,
+        "jetstream engine: client certificate for NATS TLS (needs --nats-tls-key)",
+        "FILE",
+    ),
+    Option("nats_tls_key", Path, "jetstream engine: private key of --nats-tls-cert", "FILE"),
 )
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 from logserver.config import ServerConfig
 from logserver.engine import Engine
 
-from .engine import JetStreamEngine, JetStreamSettings
+from .access import NatsLoginRefused
+from .engine import JetStreamEngine
 from .preflight import NatsServerRefused
+from .settings import JetStreamSettings, NatsAccess
 
 __all__ = [
     "JetStreamEngine",
     "JetStreamSettings",
+    "NatsAccess",
+    "NatsLoginRefused",
     "NatsServerRefused",
     "open_jetstream_engine",
     "settings_from",
@@ -26,6 +30,14 @@ def settings_from(config: ServerConfig) -> JetStreamSettings:
         limits=config.engine_limits(),
         retention_max_age_seconds=config.retention_max_age,
         retention_max_bytes=config.retention_max_bytes,
+        access=NatsAccess(
+            credentials_file=config.nats_creds,
+            nkey_seed_file=config.nats_nkey,
+            token=config.nats_token,
+            tls_ca=config.nats_tls_ca,
+            tls_cert=config.nats_tls_cert,
+            tls_key=config.nats_tls_key,
+        ),
     )
 
 

@@ -10,11 +10,14 @@ the default syncs every 2 minutes, and Jepsen lost acknowledged writes of 2.12.1
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Any
 
 import aiohttp
 
 from logserver.engine import EngineError, EngineUnavailable
+
+from .access import NatsLoginRefused
 
 MINIMUM_VERSION = (2, 12, 0)
 CHECK_TIMEOUT_SECONDS = 5.0
@@ -50,20 +53,29 @@ def check_varz(url: str, varz: dict[str, Any]) -> None:
         )
 
 
-async def check_servers(monitor_urls: list[str]) -> None:
-    """Check every node's /varz; NatsServerRefused or EngineUnavailable (unreachable) otherwise."""
+async def check_servers(monitor_urls: list[str], tls: ssl.SSLContext | None = None) -> None:
+    """Check every node's /varz; NatsServerRefused or EngineUnavailable (unreachable) otherwise.
+
+    An `https://` monitoring URL is verified with `tls` (the --nats-tls-* context) when given.
+    """
     if not monitor_urls:
         raise NatsServerRefused(
             "no NATS monitoring URL given: the engine must read every node's /varz to check "
             "its version and `sync_interval: always` (--nats-monitor-url)"
         )
     timeout = aiohttp.ClientTimeout(total=CHECK_TIMEOUT_SECONDS)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         for url in monitor_urls:
             try:
                 async with session.get(f"{url.rstrip('/')}/varz") as response:
                     response.raise_for_status()
                     varz = await response.json()
+            except aiohttp.ClientSSLError as exc:
+                raise NatsLoginRefused(
+                    f"NATS monitoring endpoint {url}: TLS failed ({exc}); check --nats-tls-ca, "
+                    "--nats-tls-cert and --nats-tls-key"
+                ) from None
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise EngineUnavailable(f"NATS monitoring endpoint {url} unreachable: {exc}") from exc
             check_varz(url, varz)

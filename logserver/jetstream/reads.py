@@ -24,6 +24,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from logserver.engine import EngineUnavailable
 
 REQUEST_TIMEOUT_SECONDS = 5.0
+READ_PAGE = 256  # messages per batched direct get
 NO_MESSAGE_ERROR = 10037  # JSNoMessageFoundErr
 
 

@@ -69,6 +69,12 @@ def test_every_option_can_come_from_the_environment() -> None:
         "LOGSERVER_NATS_URL": "nats://a:4222,nats://b:4222",
         "LOGSERVER_NATS_MONITOR_URL": "http://a:8222",
         "LOGSERVER_NATS_REPLICAS": "5",
+        "LOGSERVER_NATS_CREDS": "user.creds",
+        "LOGSERVER_NATS_NKEY": "user.nk",
+        "LOGSERVER_NATS_TOKEN": "s3cret",
+        "LOGSERVER_NATS_TLS_CA": "ca.pem",
+        "LOGSERVER_NATS_TLS_CERT": "client.pem",
+        "LOGSERVER_NATS_TLS_KEY": "client-key.pem",
     }
     assert {o.env for o in SERVE_OPTIONS} == set(environ)
     assert serve_config([], environ) == ServerConfig(
@@ -103,6 +109,12 @@ def test_every_option_can_come_from_the_environment() -> None:
         nats_url="nats://a:4222,nats://b:4222",
         nats_monitor_url="http://a:8222",
         nats_replicas=5,
+        nats_creds=Path("user.creds"),
+        nats_nkey=Path("user.nk"),
+        nats_token="s3cret",
+        nats_tls_ca=Path("ca.pem"),
+        nats_tls_cert=Path("client.pem"),
+        nats_tls_key=Path("client-key.pem"),
     )
 
 

