@@ -52,10 +52,10 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,speed,bench,jetstream]'
 	touch $@
 
-bench: $(BENCH_STAMP) ## benchmark vs a bare aiohttp ceiling, PostgreSQL and a JetStream cluster (~23 min; apt-installs wrk, postgresql)
+bench: $(BENCH_STAMP) ## benchmark vs a bare aiohttp ceiling, PostgreSQL and a JetStream cluster (~31 min; apt-installs wrk, postgresql)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-bench-quick: $(BENCH_STAMP) ## the same benchmark in about 3 minutes (short runs, no repeats)
+bench-quick: $(BENCH_STAMP) ## the same benchmark in about 5 minutes (short runs, no repeats)
 	$(PY) bench/run.py --quick $(BENCH_ARGS)
 
 bench-jetstream: $(BENCH_STAMP) ## only its JetStream part: append, consume, ack via 1 and 2 gateways beside the file engine (~7 min)
