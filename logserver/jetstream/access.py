@@ -1,7 +1,10 @@
 """Logging in to NATS: nats-py's connect options from NatsAccess, and secrets kept out of messages.
 
 A credentials file is nats-py's `user_credentials`, an NKey seed file its `nkeys_seed`, a token
-its `token`; a user and password in a URL are nats-py's own. The TLS context verifies the
+its `token`; a user and password (or a token) in the URLs become its `user` and `password` (or
+`token`), taken out of the URLs: nats-py sends a URL's login only to that URL's server, never to
+the nodes it learns of from the cluster (INFO `connect_urls`), so a gateway given one node's URL
+could not log in anywhere once that node was lost. The TLS context verifies the
 servers against `tls_ca` (else the system's CAs) and presents `tls_cert` when given; a
 `tls://` URL, or a server that requires TLS, uses it. Every text that may reach a log or an
 error passes `Redactor.scrub`, which replaces the token and the URLs' passwords.
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from nats.errors import AuthorizationError, InvalidUserCredentialsError
 
@@ -60,9 +63,45 @@ def tls_context(access: NatsAccess) -> ssl.SSLContext | None:
     return context
 
 
-def connect_options(access: NatsAccess, tls: ssl.SSLContext | None) -> dict[str, Any]:
-    """nats.connect's keyword arguments for the login and TLS settings that are given."""
-    options: dict[str, Any] = {}
+def url_login(servers: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The server URLs without their logins, and the one login they carry as nats-py options
+    (`user` and `password`, or `token`); NatsLoginRefused when two URLs carry different ones."""
+    logins = {login for login in map(_login_of, servers) if login is not None}
+    if len(logins) > 1:
+        raise NatsLoginRefused(
+            "the NATS server URLs carry different logins: the gateway logs in to every node "
+            "of the cluster with one (give it in every URL, or in one)"
+        )
+    login: tuple[str, ...] = logins.pop() if logins else ()
+    names = ("token",) if len(login) == 1 else ("user", "password")  # none: no options
+    return [_without_login(url) for url in servers], dict(zip(names, login, strict=False))
+
+
+def _login_of(url: str) -> tuple[str, ...] | None:
+    """(user, password), (token,) or None: a URL's login, percent-decoded as URLs encode it."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return None
+    if parts.password is None:
+        return (unquote(parts.username),)
+    return unquote(parts.username), unquote(parts.password)
+
+
+def _without_login(url: str) -> str:
+    """A URL with its user, password or token left out."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def connect_options(
+    access: NatsAccess, tls: ssl.SSLContext | None, url_options: dict[str, str]
+) -> dict[str, Any]:
+    """nats.connect's keyword arguments for the login and TLS settings that are given (the
+    URLs' login, `url_options` of url_login, unless an option gives another)."""
+    given = (access.credentials_file, access.nkey_seed_file, access.token)
+    options: dict[str, Any] = dict(url_options) if all(value is None for value in given) else {}
     if access.credentials_file is not None:
         options["user_credentials"] = str(access.credentials_file)
     if access.nkey_seed_file is not None:
@@ -95,7 +134,7 @@ class Redactor:
             parts = urlsplit(url)
             secret = parts.password if parts.password is not None else parts.username  # a URL token
             if secret:
-                found.append(secret)
+                found += [secret, unquote(secret)]
         self._secrets = sorted(set(found), key=len, reverse=True)  # a longer one first: no leftover
 
     def scrub(self, text: str) -> str:

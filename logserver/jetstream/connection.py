@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -18,7 +17,15 @@ from nats.js.kv import KeyValue
 
 from logserver.engine import EngineUnavailable
 
-from .access import NatsLoginRefused, Redactor, check_files, connect_options, is_refusal, tls_context
+from .access import (
+    NatsLoginRefused,
+    Redactor,
+    check_files,
+    connect_options,
+    is_refusal,
+    tls_context,
+    url_login,
+)
 from .names import BATCH_KEYS_BUCKET, CONSUMERS_BUCKET, STREAMS_BUCKET
 from .preflight import check_servers
 from .reads import MessageReader
@@ -58,12 +65,13 @@ class Cluster:
         """Check every node (preflight), connect, and open (or create) the three buckets."""
         redactor = Redactor(settings)
         check_files(settings.access)
+        servers, login = url_login(settings.servers)
         try:
             tls = tls_context(settings.access)
         except OSError as exc:  # a certificate or key that does not parse, or do not fit
             raise NatsLoginRefused(f"--nats-tls-*: {exc}") from None
         await check_servers(settings.monitor_urls, tls)
-        connection = await _connect(settings, tls, redactor)
+        connection = await _connect(settings, servers, connect_options(settings.access, tls, login), redactor)
         js = connection.jetstream(timeout=PUBLISH_ATTEMPT_SECONDS * 2)
         try:
             buckets = await _open_buckets(js, settings)
@@ -123,9 +131,12 @@ class ConnectionErrors:
             self.refused.set_result(exc)
 
 
-async def _connect(settings: JetStreamSettings, tls: ssl.SSLContext | None, redactor: Redactor) -> Client:
-    """A connection to one of the servers; NatsLoginRefused at once when they refuse the login
-    or the TLS handshake, EngineUnavailable when none answers within publish_timeout_seconds.
+async def _connect(
+    settings: JetStreamSettings, servers: list[str], options: dict[str, Any], redactor: Redactor
+) -> Client:
+    """A connection to one of `servers` (URLs without logins: those are in `options`, with the
+    TLS context); NatsLoginRefused at once when they refuse the login or the TLS handshake,
+    EngineUnavailable when none answers within publish_timeout_seconds.
 
     nats-py itself retries a failed first connect for ever (max_reconnect_attempts=-1, which
     the gateway wants later, after a server is lost); so the first connect is watched here.
@@ -134,12 +145,12 @@ async def _connect(settings: JetStreamSettings, tls: ssl.SSLContext | None, reda
     errors = ConnectionErrors(redactor)
     connecting = asyncio.create_task(
         client.connect(
-            servers=settings.servers,
+            servers=servers,
             connect_timeout=settings.connect_timeout_seconds,
             max_reconnect_attempts=-1,
             name="logserver",
             error_cb=errors.report,
-            **connect_options(settings.access, tls),
+            **options,
         )
     )
     done, _ = await asyncio.wait(

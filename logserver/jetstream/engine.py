@@ -13,9 +13,10 @@ What maps to what (docs/operations.md "JetStream engine" has the reasons):
 - long-poll waits on a core subscription to `lsn.<digest>.<name>`, where the gateway that
   appended announces each stored event's sequence after JetStream acknowledged it.
 
-Nothing a request needs is kept only in one gateway: the caches below hold facts that never
-change once written (owners, id prefixes) or only speed a gateway up (the highest sequence
-it has seen per stream, for completing reads a lagging replica answered short).
+Nothing a request needs is kept only in one gateway: its caches hold facts that never change
+once written (StreamCatalog's owners and id prefixes) or only speed a gateway up (Sightings:
+the highest sequence it has seen per stream, for completing reads a lagging replica answered
+short).
 """
 
 from __future__ import annotations

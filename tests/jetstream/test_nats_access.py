@@ -172,6 +172,49 @@ async def test_user_and_password_in_the_url_log_in_and_a_wrong_password_is_never
         assert PASSWORD not in message
 
 
+async def test_a_url_password_is_percent_decoded_as_urls_encode_it(tmp_path: Path) -> None:
+    """A password with `@` or `/` must be percent-encoded in a URL; NATS clients decode it."""
+    password = "p@ss/word-secret"
+    users = f'authorization {{ users: [ {{ user: gateway, password: "{password}" }} ] }}'
+    with nats_server(tmp_path, users) as server:
+        port = server.nodes[0].client_port
+        await append_and_read_back(gateway(server, f"nats://gateway:p%40ss%2Fword-secret@127.0.0.1:{port}"))
+
+
+async def test_urls_with_different_logins_are_refused_before_any_connect() -> None:
+    urls = f"nats://gateway:{PASSWORD}@127.0.0.1:4222,nats://gateway:other-secret@127.0.0.1:4223"
+    with pytest.raises(NatsLoginRefused, match="different logins") as raised:
+        await open_jetstream_engine(ServerConfig(engine="jetstream", nats_url=urls, nats_monitor_url=""))
+    assert PASSWORD not in str(raised.value) and "other-secret" not in str(raised.value)
+
+
+async def test_a_url_login_reaches_the_nodes_the_cluster_announces_once_its_node_dies(
+    tmp_path: Path,
+) -> None:
+    """One URL with user:password, on a 3-node cluster: after that node is killed the gateway
+    reconnects to a node it only learned of from the cluster, and must log in there too."""
+    users = f'authorization {{ users: [ {{ user: gateway, password: "{PASSWORD}" }} ] }}'
+    cluster = NatsCluster(tmp_path / "nats", size=3, extra_config=users).start()
+    try:
+        first = cluster.nodes[0]
+        config = ServerConfig(
+            engine="jetstream",
+            nats_url=f"nats://gateway:{PASSWORD}@127.0.0.1:{first.client_port}",
+            nats_monitor_url=",".join(cluster.monitor_urls),
+        )
+        engine = await open_jetstream_engine(config)
+        try:
+            before = await engine.append("Logins", "gateway-test", BODY)
+            cluster.kill(first.name)
+            after = await engine.append("Logins", "gateway-test", BODY)  # retried through the failover
+            page = await engine.history("Logins", HistoryQuery(Bound(sequence=1), 10))
+            assert [event["eventId"] for event in orjson.loads(page.body)] == [before, after]
+        finally:
+            await engine.close()
+    finally:
+        cluster.stop()
+
+
 async def test_migrate_logs_in_with_the_same_options(tmp_path: Path) -> None:
     source = await FileStore.open(StorageConfig(data_dir=tmp_path / "data"))
     try:
