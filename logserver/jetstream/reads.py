@@ -52,6 +52,8 @@ def nats_time(moment: datetime) -> str:
 class _DirectBatch:
     """The answers to one batched direct get as they arrive, until its end (204/404) or an error.
 
+    Owns `found`, the messages in the order the server sent them; once `finished` is done
+    nothing more is taken, and it ends in an error rather than with a message left out.
     Touched only by the subscription's callback and the one reader awaiting `finished`.
     """
 
@@ -66,7 +68,14 @@ class _DirectBatch:
             return
         status = (msg.headers or {}).get("Status")
         if status is None:
-            self.found.append(_from_direct(msg))
+            try:
+                self.found.append(_from_direct(msg))
+            except (KeyError, ValueError) as exc:
+                # nats-py would hand the error to its error callback and go on: a read
+                # would skip the event in silence.
+                self.finished.set_exception(
+                    EngineUnavailable(f"direct get on {self.stream}: an answer without {exc} header")
+                )
         elif status in ("204", "404"):  # end of batch, or nothing at all
             self.finished.set_result(self.found)
         else:
@@ -194,6 +203,7 @@ class MessageReader:
 
 
 def _from_direct(msg: Msg) -> StoredMessage:
+    """A direct get's answer as a StoredMessage (KeyError, ValueError: a header missing or bad)."""
     headers = msg.headers or {}
     return StoredMessage(
         int(headers["Nats-Sequence"]),
