@@ -6,9 +6,9 @@ in alternating rounds, as the commit message of a speed change quotes them.
 
 Each tree runs `python -m logserver serve` from its own directory with this venv's
 interpreter, on SERVER_CPU, with the defaults (bench/harness.py's logserver_command); wrk
-runs on CLIENT_CPU. Every round runs the ceiling, then each tree in each fsync mode, so
-drift hits all of them. Prints each tree's median req/s, its median ratio to the same
-round's ceiling, and its median ratio to the first tree.
+runs on CLIENT_CPU. Every round runs the ceiling and each tree in each fsync mode, the order
+rotated from round to round, so drift hits all of them. Prints each tree's median req/s, its
+median ratio to the same round's ceiling, and its median ratio to the first tree.
 """
 
 from __future__ import annotations
@@ -71,12 +71,16 @@ def main() -> int:
 def run_rounds(
     servers: list[Server], env: dict[str, str], rounds: int, seconds: float, connections: int
 ) -> dict[str, list[float]]:
-    """req/s of every server in every round, after a warm-up run each."""
+    """req/s of every server in every round, after a warm-up run each (the stream, the auth cache).
+
+    The order rotates from round to round, so drift on a shared machine hits each server alike.
+    """
     for server in servers:
         run_wrk(server.url, "append.lua", env, connections, 2)
     rates: dict[str, list[float]] = {server.label: [] for server in servers}
     for round_number in range(rounds):
-        for server in servers:
+        shift = round_number % len(servers)
+        for server in servers[shift:] + servers[:shift]:
             result = run_wrk(server.url, "append.lua", env, connections, seconds)
             rates[server.label].append(result["req_s"])
             log(f"round {round_number + 1}: {server.label:16} {result['req_s']:9,.0f} req/s")

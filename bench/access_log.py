@@ -23,8 +23,10 @@ import tempfile
 from pathlib import Path
 
 import orjson
-from harness import AUTH_HEADER, Server, add_bench_user, ensure_apt_package, log, run_wrk, start_server
-from run import APPEND_PATH, EVENT
+from ab import parse_trees, run_rounds
+from compiled import in_tree
+from harness import Server, add_bench_user, ensure_apt_package, logserver_command, start_server
+from run import EVENT, append_env
 
 VARIANTS: dict[str, list[str]] = {
     "defaults": [],
@@ -32,19 +34,6 @@ VARIANTS: dict[str, list[str]] = {
     "--access-log": ["--access-log"],
 }
 BASELINE = "--log-level WARNING"
-
-
-def command(data_dir: Path, users: Path, fsync: str, extra: list[str], tree: Path | None) -> list[str]:
-    """`logserver serve` on {port} with only `extra` beyond the data dir, users file and fsync;
-    the sources of `tree` instead of this checkout's when given."""
-    serve = [
-        "serve", "--port", "{port}", "--data-dir", str(data_dir), "--users-file", str(users),
-        "--fsync", fsync, *extra,
-    ]  # fmt: skip
-    if tree is None:
-        return [sys.executable, "-m", "logserver", *serve]
-    start = f"import sys; sys.path.insert(0, {str(tree)!r}); from logserver.cli import main; sys.exit(main())"
-    return [sys.executable, "-c", start, *serve]
 
 
 def main() -> int:
@@ -60,9 +49,8 @@ def main() -> int:
     variants: dict[str, tuple[list[str], Path | None]] = {
         label: (extra, None) for label, extra in VARIANTS.items()
     }
-    for given in args.tree:
-        label, _, directory = given.partition("=")
-        variants[label] = ([], Path(directory).resolve())
+    for label, tree in parse_trees(args.tree).items():
+        variants[label] = ([], tree)
     if not ensure_apt_package("wrk", "wrk"):
         return 1
     with tempfile.TemporaryDirectory(prefix="logserver-bench-log-") as scratch:
@@ -71,32 +59,17 @@ def main() -> int:
         add_bench_user(users)
         body = work / "event.json"
         body.write_bytes(orjson.dumps(EVENT))
-        env = {
-            "BENCH_PATH": APPEND_PATH,
-            "BENCH_BODY_FILE": str(body),
-            "BENCH_AUTH": AUTH_HEADER,
-            "BENCH_PRODUCER": "bench-producer",
-            "BENCH_CONTENT_TYPE": "application/json",
-        }
+        env = append_env(body)
         servers: dict[str, Server] = {}
         try:
             for number, (label, (extra, tree)) in enumerate(variants.items()):
-                data = work / f"data-{number}"
-                servers[label] = start_server(label, command(data, users, args.fsync, extra, tree), work)
-                run_wrk(servers[label].url, "append.lua", env, args.connections, 2)  # warm: stream, auth
-            rates: dict[str, list[float]] = {label: [] for label in variants}
-            ratios: dict[str, list[float]] = {label: [] for label in variants}
+                serve = [*logserver_command(work / f"data-{number}", users, args.fsync), *extra]
+                servers[label] = start_server(label, serve if tree is None else in_tree(tree, serve), work)
             labels = list(variants)
-            for round_number in range(args.rounds):
-                order = labels[round_number % len(labels) :] + labels[: round_number % len(labels)]
-                this_round: dict[str, float] = {}
-                for label in order:
-                    result = run_wrk(servers[label].url, "append.lua", env, args.connections, args.duration)
-                    this_round[label] = result["req_s"]
-                    log(f"round {round_number + 1}: {label:<28} {result['req_s']:9,.0f} req/s")
-                for label in labels:
-                    rates[label].append(this_round[label])
-                    ratios[label].append(this_round[label] / this_round[BASELINE])
+            rates = run_rounds(list(servers.values()), env, args.rounds, args.duration, args.connections)
+            ratios = {
+                label: [r / b for r, b in zip(rates[label], rates[BASELINE], strict=True)] for label in labels
+            }
             access_lines = servers["--access-log"].log_path.read_text(errors="replace").count('"POST ')
         finally:
             for server in servers.values():
