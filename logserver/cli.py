@@ -53,6 +53,17 @@ def _options_epilog() -> str:
     return "\n".join(lines)
 
 
+def _add_data_dir(parser: argparse._ActionsContainer, env: dict[str, Any], help_text: str) -> None:
+    """The offline commands' `--data-dir`, defaulting as `serve`'s does (LOGSERVER_DATA_DIR, data)."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        default=env.get("data_dir", ServerConfig.data_dir),
+        help=help_text,
+    )
+
+
 def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
     """The parser; `env` holds the parsed LOGSERVER_* values that replace the defaults."""
     parser = argparse.ArgumentParser(
@@ -110,13 +121,7 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
         "and the consumer checkpoint. Exit 1 naming each damaged stream and file if damage remains. "
         "--repair takes the data dir's lock, so stop the server first.",
     )
-    check.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        default=env.get("data_dir", ServerConfig.data_dir),
-        help=data_dir_help,
-    )
+    _add_data_dir(check, env, data_dir_help)
     check.add_argument(
         "--repair",
         action="store_true",
@@ -130,13 +135,7 @@ def build_parser(env: dict[str, Any]) -> argparse.ArgumentParser:
         "segments, and fsync the copy. Safe while the server runs.",
     )
     backup_parser.add_argument("destination", type=Path, metavar="DEST")
-    backup_parser.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        default=env.get("data_dir", ServerConfig.data_dir),
-        help=data_dir_help,
-    )
+    _add_data_dir(backup_parser, env, data_dir_help)
     _migrate_options(commands, env, data_dir_help)
     client_cli.add_commands(commands)
     return parser
@@ -170,13 +169,7 @@ def _migrate_options(commands: Any, env: dict[str, Any], data_dir_help: str) -> 
     for option in SERVE_OPTIONS:
         if option.field in MIGRATE_NATS_OPTIONS:
             _add_option(migrate, option, env)
-    migrate.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        default=env.get("data_dir", ServerConfig.data_dir),
-        help=data_dir_help,
-    )
+    _add_data_dir(migrate, env, data_dir_help)
 
 
 def _users_file_options(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
@@ -189,12 +182,8 @@ def _users_file_options(parser: argparse.ArgumentParser, env: dict[str, Any]) ->
         default=env.get("users_file"),
         help="users file [env LOGSERVER_USERS_FILE, default <data-dir>/users]",
     )
-    where.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        default=env.get("data_dir", ServerConfig.data_dir),
-        help="data directory whose users file to change [env LOGSERVER_DATA_DIR, default data]",
+    _add_data_dir(
+        where, env, "data directory whose users file to change [env LOGSERVER_DATA_DIR, default data]"
     )
 
 
