@@ -10,19 +10,24 @@ from typing import TypeVar
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
 from logserver.engine import EngineError, EngineUnavailable
 
 RETRY_PAUSE_SECONDS = 0.25
 # What a stream or bucket answers while it has no leader (just created, or electing one).
 LEADERLESS = (NoStreamResponseError, NoRespondersError, ServiceUnavailableError, NatsTimeout, TimeoutError)
+# JetStream API errors that mean "not now" rather than "no". 10005, "no suitable peers for
+# placement": a replicated stream is created only while every peer it needs is online and
+# current, and a loaded peer may lag its heartbeats for a moment (seen in CI on 2 cores).
+NOT_YET = frozenset({10005})
 
 T = TypeVar("T")
 
 
 async def through_elections(operation: Callable[[], Awaitable[T]], seconds: float, what: str) -> T:
-    """Run `operation`, again after a pause while the cluster answers as leaderless, for `seconds`.
+    """Run `operation`, again after a pause while the cluster answers as leaderless (or NOT_YET),
+    for `seconds`.
 
     Only for operations that are safe to repeat (reads, create-only and compare-and-swap writes,
     idempotent stream creation): a repeat of one that took effect fails its own guard.
@@ -31,10 +36,25 @@ async def through_elections(operation: Callable[[], Awaitable[T]], seconds: floa
     while True:
         try:
             return await operation()
-        except LEADERLESS as exc:
+        except (*LEADERLESS, APIError) as exc:
+            if not isinstance(exc, LEADERLESS) and not not_yet(exc):
+                raise
             if asyncio.get_running_loop().time() > deadline:
-                raise EngineUnavailable(f"{what}: the cluster did not answer ({exc!r})") from exc
+                raise EngineUnavailable(f"{what}: the cluster did not answer ({describe(exc)})") from exc
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
+
+
+def not_yet(exc: BaseException) -> bool:
+    """Whether a JetStream API error is one the cluster answers only until it settles."""
+    # KV's errors subclass APIError without its fields
+    return isinstance(exc, APIError) and getattr(exc, "err_code", None) in NOT_YET
+
+
+def describe(exc: BaseException) -> str:
+    """An error for the log: JetStream's own description and code (nats-py's repr shows neither)."""
+    if isinstance(exc, APIError) and getattr(exc, "description", None):
+        return f"{type(exc).__name__}: {exc.description} (JetStream error {exc.err_code})"
+    return repr(exc)
 
 
 @contextlib.contextmanager
@@ -45,4 +65,4 @@ def cluster_errors(what: str) -> Iterator[None]:
     except EngineError:
         raise
     except (NatsError, TimeoutError) as exc:
-        raise EngineUnavailable(f"{what}: {exc!r}") from exc
+        raise EngineUnavailable(f"{what}: {describe(exc)}") from exc

@@ -9,6 +9,7 @@ monitoring over HTTPS (checked with that client context).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -142,8 +143,9 @@ class NatsNode:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def jsz(self) -> dict[str, Any]:
-        return http_json(f"{self.monitor_url}/jsz", context=self.monitor_tls)
+    def jsz(self, query: str = "") -> dict[str, Any]:
+        """The node's /jsz (JetStream state); `query` such as "?streams=true" for more."""
+        return http_json(f"{self.monitor_url}/jsz{query}", context=self.monitor_tls)
 
 
 @dataclass
@@ -287,6 +289,27 @@ class NatsCluster:
             await through_elections(lambda: wipe_logserver_streams(js), START_TIMEOUT, "cleaning up")
         finally:
             await connection.close()
+        await asyncio.to_thread(self.wait_until_no_node_hosts, JS_STREAM_PREFIX)
+
+    def wait_until_no_node_hosts(self, prefix: str, timeout: float = START_TIMEOUT) -> None:
+        """Block until no running node still hosts a stream named `prefix`*: a deletion is
+        answered once its meta entry commits, and each node applies it in its own time, so a
+        test recreating the same name at once could meet the old stream's remains."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [
+                info["name"]
+                for node in self.nodes
+                if node.running
+                for account in node.jsz("?streams=true").get("account_details", [])
+                for info in account.get("stream_detail", [])
+                if info["name"].startswith(prefix)
+            ]
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"streams {sorted(set(left))} still hosted {timeout} s after deletion")
+            time.sleep(POLL_SECONDS)
 
 
 async def wipe_logserver_streams(js: JetStreamContext) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from logserver.engine import (
     DEAD_LETTER_PRODUCER,
     Bound,
+    EngineUnavailable,
     EventNotFound,
     HistoryQuery,
     InvalidRequest,
@@ -26,7 +28,8 @@ from logserver.engine import (
 from logserver.jetstream import JetStreamEngine
 from logserver.jetstream.names import format_event_id, name_from_token, name_token, parse_event_id
 
-from .conftest import OpenEngine
+from .cluster import NatsCluster
+from .conftest import OpenEngine, settings_for
 
 pytestmark = pytest.mark.jetstream
 
@@ -319,6 +322,26 @@ async def test_the_stream_limit_refuses_new_streams(open_engine: OpenEngine, str
     with pytest.raises(StreamLimitReached):
         await engine.append(f"{stream} second", "p", event(), None, None)
     await engine.append(stream, "p", event(), None, None)  # existing streams still take appends
+
+
+async def test_a_stream_jetstream_cannot_place_is_asked_again_then_unavailable_naming_why(
+    nats_cluster: NatsCluster, stream: str
+) -> None:
+    """JetStream refuses to place a stream on fewer peers than its replicas with error 10005, the
+    answer a forming or briefly lagging cluster gives too: creation asks again until the publish
+    timeout, then is unavailable with JetStream's own reason (not a bare `BadRequestError()`)."""
+    settings = dataclasses.replace(
+        settings_for(nats_cluster), replicas=len(nats_cluster.nodes) + 2, publish_timeout_seconds=1.0
+    )
+    engine = await JetStreamEngine.open(settings)
+    try:
+        started = asyncio.get_running_loop().time()
+        why = r"no suitable peers for placement \(JetStream error 10005\)"
+        with pytest.raises(EngineUnavailable, match=why):
+            await engine.append(stream, "p", event(), None, None)
+        assert asyncio.get_running_loop().time() - started >= settings.publish_timeout_seconds
+    finally:
+        await engine.close()
 
 
 async def test_listing_and_figures_show_the_stream(engine: JetStreamEngine, stream: str) -> None:
