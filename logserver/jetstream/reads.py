@@ -2,10 +2,11 @@
 
 A direct get may be answered by any replica, and a follower may lag the leader by the last
 few writes (nats-server 2.15 has no `min_last_seq` read-after-write option). So a read that
-must see one known sequence (an ack, a look-up by id) asks the leader (`STREAM.MSG.GET`) when
-a replica says "not found", and a batch that comes back short while this gateway knows of
-later sequences is completed from the leader. Stale replicas can only make reads shorter,
-never skip or reorder: a replica that holds sequence n holds every sequence before it.
+must see one known sequence (an ack, a look-up by id) or find the first event after a time (a
+seek) asks the leader (`STREAM.MSG.GET`) when a replica says "not found", and a batch that
+comes back short while this gateway knows of later sequences is completed from the leader.
+Stale replicas can only make reads shorter, never skip or reorder: a replica that holds
+sequence n holds every sequence before it.
 """
 
 from __future__ import annotations
@@ -151,6 +152,10 @@ class MessageReader:
         if subject is not None:
             request["next_by_subj"] = subject
         return await self.leader_get(stream, request)
+
+    async def leader_from_time(self, stream: str, moment: datetime) -> StoredMessage | None:
+        """The first message stored at or after `moment`, as the stream leader sees it."""
+        return await self.leader_get(stream, {"start_time": nats_time(moment)})
 
     async def subject_counts(self, stream: str, subject_filter: str) -> dict[str, int]:
         """Messages per subject matching the filter (STREAM.INFO, from the leader; every page)."""

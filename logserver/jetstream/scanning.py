@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 import orjson
 
@@ -90,16 +91,26 @@ class EventScanner:
     async def sequence_at(self, record: StreamRecord, bound: Bound) -> int:
         """The first sequence a bound names (a sequence, the first event at or after a time, an edge)."""
         if bound.time is not None:
-            with cluster_errors(f"reading stream {record.name!r}"):
-                found = await self._reader.batch_from_time(record.names.js_stream, bound.time, 1)
-            if found:
-                return found[0].sequence
-            return int((await self._streams.state(record))["last_seq"]) + 1
+            return await self._sequence_at_time(record, bound.time)
         if bound.edge is not None:
             state = await self._streams.state(record)
             return int(state["first_seq"]) if bound.edge == "start" else int(state["last_seq"]) + 1
         assert bound.sequence is not None
         return bound.sequence
+
+    async def _sequence_at_time(self, record: StreamRecord, moment: datetime) -> int:
+        """The first sequence stored at or after `moment`, else the end of the stream.
+
+        A replica that lags holds none of the latest events, so "none at or after" is asked of
+        the leader again before it is believed; the end is read first, so an event appended
+        meanwhile is after it, not skipped.
+        """
+        end = int((await self._streams.state(record))["last_seq"]) + 1
+        js_stream = record.names.js_stream
+        with cluster_errors(f"reading stream {record.name!r}"):
+            found = await self._reader.batch_from_time(js_stream, moment, 1)
+            first = found[0] if found else await self._reader.leader_from_time(js_stream, moment)
+        return first.sequence if first is not None else end
 
 
 def sequence_of(record: StreamRecord, event_id: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -216,6 +216,22 @@ async def test_seek_replays_or_skips(engine: JetStreamEngine, stream: str) -> No
     assert sequences(await engine.consume(stream, "B", "c", 10)) == [1, 3]
     assert await engine.seek(stream, "c", Bound(edge="end"), None) == 4
     assert await engine.consume(stream, "B", "c", 10) == b"[]"
+
+
+async def test_seek_to_a_time_replays_from_there_or_goes_to_the_end(
+    engine: JetStreamEngine, stream: str
+) -> None:
+    ids = [await engine.append(stream, "p", event("A", k=k), None, None) for k in range(2)]
+    middle = datetime.now(UTC)
+    ids.append(await engine.append(stream, "p", event("A", k=2), None, None))
+    await engine.ack_many(stream, "c", ids)
+    assert await engine.seek(stream, "c", Bound(time=middle), "A") == 2
+    assert sequences(await engine.consume(stream, "A", "c", 10)) == [3]
+    # nothing at or after that time (asked of a replica, then of the leader): the end
+    assert await engine.seek(stream, "c", Bound(time=middle + timedelta(hours=1)), "A") == 3
+    assert await engine.consume(stream, "A", "c", 10) == b"[]"
+    await engine.append(stream, "p", event("A", k=3), None, None)
+    assert sequences(await engine.consume(stream, "A", "c", 10)) == [4]
 
 
 async def test_retention_by_bytes_drops_the_oldest_events(engine: JetStreamEngine, stream: str) -> None:
