@@ -57,8 +57,9 @@ class ServerConfig:
     idle_timeout: float = 60.0
     read_timeout: float = 20.0
     max_connections: int | None = None  # None: the open-file limit minus the engine's reserve
-    nats_url: str = "nats://127.0.0.1:4222"
-    nats_monitor_url: str = "http://127.0.0.1:8222"
+    # URLs may carry user:password or a token: never in a repr (a traceback's locals, a log line)
+    nats_url: str = field(default="nats://127.0.0.1:4222", repr=False)
+    nats_monitor_url: str = field(default="http://127.0.0.1:8222", repr=False)
     nats_replicas: int = 3
     nats_creds: Path | None = None
     nats_nkey: Path | None = None

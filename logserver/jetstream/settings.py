@@ -30,8 +30,9 @@ class NatsAccess:
 class JetStreamSettings:
     """Where the cluster is and how the engine uses it."""
 
-    servers: list[str]
-    monitor_urls: list[str]
+    # URLs may carry user:password or a token: never in a repr (Redactor.urls shows them bare)
+    servers: list[str] = field(repr=False)
+    monitor_urls: list[str] = field(repr=False)
     replicas: int = 3
     limits: EngineLimits = field(default_factory=EngineLimits)
     retention_max_age_seconds: float | None = None  # the server-wide defaults of a stream

@@ -13,6 +13,7 @@ from logserver.auth import read_users, verify_password
 from logserver.cli import build_parser, main
 from logserver.config import SERVE_OPTIONS, ServerConfig, env_defaults, from_namespace
 from logserver.filestore import FsyncPolicy
+from logserver.jetstream import settings_from
 
 
 def serve_config(argv: list[str], environ: dict[str, str]) -> ServerConfig:
@@ -116,6 +117,14 @@ def test_every_option_can_come_from_the_environment() -> None:
         nats_tls_cert=Path("client.pem"),
         nats_tls_key=Path("client-key.pem"),
     )
+
+
+def test_no_repr_of_the_settings_shows_a_nats_password() -> None:
+    urls = "nats://gw:pw-secret@a:4222,nats://tok-secret@b:4222"
+    monitor = "https://mon:mon-secret@a:8222"
+    config = serve_config(["--engine", "jetstream", "--nats-url", urls, "--nats-monitor-url", monitor], {})
+    shown = repr(config) + repr(settings_from(config))
+    assert "secret" not in shown and "jetstream" in shown
 
 
 def test_the_access_log_is_off_by_default_and_a_bare_flag_turns_it_on() -> None:
