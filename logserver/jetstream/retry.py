@@ -18,8 +18,8 @@ RETRY_PAUSE_SECONDS = 0.25
 # What a stream or bucket answers while it has no leader (just created, or electing one).
 LEADERLESS = (NoStreamResponseError, NoRespondersError, ServiceUnavailableError, NatsTimeout, TimeoutError)
 # JetStream API errors that mean "not now" rather than "no". 10005, "no suitable peers for
-# placement": a replicated stream is created only while every peer it needs is online and
-# current, and a loaded peer may lag its heartbeats for a moment (seen in CI on 2 cores).
+# placement": what a cluster still forming answers a replicated stream's creation (and, until
+# an operator fixes it, one asked for more replicas than it has nodes).
 NOT_YET = frozenset({10005})
 
 T = TypeVar("T")
