@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import nats
 import orjson
 import pytest
+from nats.js.api import StreamConfig
 
 from logserver.engine import (
     DEAD_LETTER_PRODUCER,
@@ -27,9 +28,10 @@ from logserver.engine import (
 )
 from logserver.jetstream import JetStreamEngine
 from logserver.jetstream.names import format_event_id, name_from_token, name_token, parse_event_id
+from logserver.jetstream.retry import through_elections
 
 from .cluster import NatsCluster
-from .conftest import OpenEngine, settings_for
+from .conftest import OpenEngine
 
 pytestmark = pytest.mark.jetstream
 
@@ -340,24 +342,24 @@ async def test_the_stream_limit_refuses_new_streams(open_engine: OpenEngine, str
     await engine.append(stream, "p", event(), None, None)  # existing streams still take appends
 
 
-async def test_a_stream_jetstream_cannot_place_is_asked_again_then_unavailable_naming_why(
+async def test_a_placement_refusal_is_asked_again_then_unavailable_naming_why(
     nats_cluster: NatsCluster, stream: str
 ) -> None:
-    """JetStream refuses to place a stream on fewer peers than its replicas with error 10005, the
-    answer a forming or briefly lagging cluster gives too: creation asks again until the publish
-    timeout, then is unavailable with JetStream's own reason (not a bare `BadRequestError()`)."""
-    settings = dataclasses.replace(
-        settings_for(nats_cluster), replicas=len(nats_cluster.nodes) + 2, publish_timeout_seconds=1.0
-    )
-    engine = await JetStreamEngine.open(settings)
+    """JetStream answers a replicated stream's creation with error 10005, "no suitable peers for
+    placement", while a cluster is still forming: creation asks again until its deadline, then is
+    unavailable with JetStream's own reason (not a bare `BadRequestError()`). A real 10005 on
+    cue: five replicas asked of three nodes (which the start-up check refuses for the engine)."""
+    connection = await nats.connect(servers=nats_cluster.urls)
     try:
+        js = connection.jetstream(timeout=5)
+        config = StreamConfig(name=f"unplaceable-{uuid.uuid4().hex[:8]}", subjects=[], num_replicas=5)
         started = asyncio.get_running_loop().time()
         why = r"no suitable peers for placement \(JetStream error 10005\)"
         with pytest.raises(EngineUnavailable, match=why):
-            await engine.append(stream, "p", event(), None, None)
-        assert asyncio.get_running_loop().time() - started >= settings.publish_timeout_seconds
+            await through_elections(lambda: js.add_stream(config), 1.0, "creating a stream")
+        assert asyncio.get_running_loop().time() - started >= 1.0
     finally:
-        await engine.close()
+        await connection.close()
 
 
 async def test_listing_and_figures_show_the_stream(engine: JetStreamEngine, stream: str) -> None:

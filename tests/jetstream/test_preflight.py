@@ -48,6 +48,20 @@ async def test_the_cluster_under_test_passes(nats_cluster: NatsCluster) -> None:
         await engine.close()
 
 
+async def test_more_replicas_than_nodes_are_refused(nats_cluster: NatsCluster, tmp_path: Path) -> None:
+    too_many = JetStreamSettings(
+        nats_cluster.urls, nats_cluster.monitor_urls, replicas=len(nats_cluster.nodes) + 1
+    )
+    with pytest.raises(NatsServerRefused, match=r"--nats-replicas is 4, but .* has 3 nodes"):
+        await JetStreamEngine.open(too_many)
+    single = NatsCluster(tmp_path, size=1).start()
+    try:
+        with pytest.raises(NatsServerRefused, match=r"has 1 node:"):
+            await JetStreamEngine.open(JetStreamSettings(single.urls, single.monitor_urls))  # replicas 3
+    finally:
+        single.stop()
+
+
 async def test_no_monitoring_url_is_refused(nats_cluster: NatsCluster) -> None:
     with pytest.raises(NatsServerRefused, match="monitoring"):
         await JetStreamEngine.open(JetStreamSettings(servers=nats_cluster.urls, monitor_urls=[]))
