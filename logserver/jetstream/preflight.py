@@ -53,8 +53,11 @@ def check_varz(url: str, varz: dict[str, Any], replicas: int = 1) -> None:
             f"nats-server at {url} does not fsync every write: set `sync_interval: always` in its "
             "jetstream block (acknowledged appends could be lost in a power failure otherwise)"
         )
-    meta = jetstream.get("meta") or {}  # absent on a server that is not clustered
-    size = int(meta.get("cluster_size") or 1)
+    size = (jetstream.get("meta") or {}).get("cluster_size")
+    if size is None:
+        if (varz.get("cluster") or {}).get("name"):
+            return  # clustered, its meta group not joined yet: its size is for the other nodes to tell
+        size = 1  # a server that is not clustered
     if replicas > size:
         raise NatsServerRefused(
             f"--nats-replicas is {replicas}, but the JetStream cluster of nats-server at {url} has "

@@ -83,6 +83,13 @@ def test_old_servers_and_servers_without_jetstream_are_refused() -> None:
     assert parse_version("2.12.0-RC.3") == (2, 12, 0)
 
 
+def test_a_node_still_joining_its_cluster_does_not_count_as_a_single_server() -> None:
+    joining = {"version": "2.15.1", "jetstream": {"config": {"sync_always": True}}, "cluster": {"name": "c"}}
+    check_varz("u", joining, replicas=3)  # no meta group yet: the other nodes tell the size
+    with pytest.raises(NatsServerRefused, match="has 1 node:"):
+        check_varz("u", {**joining, "cluster": {}}, replicas=3)
+
+
 def test_serve_refuses_fsync_settings_the_cluster_decides() -> None:
     with pytest.raises(ValueError, match="sync_interval: always"):
         ServerConfig(engine="jetstream", fsync=FsyncPolicy.NEVER).check()
