@@ -54,11 +54,9 @@ def check_varz(url: str, varz: dict[str, Any], replicas: int = 1) -> None:
             "jetstream block (acknowledged appends could be lost in a power failure otherwise)"
         )
     size = (jetstream.get("meta") or {}).get("cluster_size")
-    if size is None:
-        if (varz.get("cluster") or {}).get("name"):
-            return  # clustered, its meta group not joined yet: its size is for the other nodes to tell
-        size = 1  # a server that is not clustered
-    if replicas > size:
+    if size is None and not (varz.get("cluster") or {}).get("name"):
+        size = 1  # not clustered (a clustered node that has not joined yet leaves it to the others)
+    if size is not None and replicas > size:
         raise NatsServerRefused(
             f"--nats-replicas is {replicas}, but the JetStream cluster of nats-server at {url} has "
             f"{size} node{'s' if size > 1 else ''}: each replica of a stream needs a node of its own"

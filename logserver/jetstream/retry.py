@@ -37,17 +37,17 @@ async def through_elections(operation: Callable[[], Awaitable[T]], seconds: floa
         try:
             return await operation()
         except (*LEADERLESS, APIError) as exc:
-            if not isinstance(exc, LEADERLESS) and not not_yet(exc):
+            if not worth_retrying(exc):
                 raise
             if asyncio.get_running_loop().time() > deadline:
                 raise EngineUnavailable(f"{what}: the cluster did not answer ({describe(exc)})") from exc
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
 
 
-def not_yet(exc: BaseException) -> bool:
-    """Whether a JetStream API error is one the cluster answers only until it settles."""
+def worth_retrying(exc: BaseException) -> bool:
+    """Whether the cluster answers this only until it settles: leaderless, or a NOT_YET error."""
     # KV's errors subclass APIError without its fields
-    return isinstance(exc, APIError) and getattr(exc, "err_code", None) in NOT_YET
+    return isinstance(exc, LEADERLESS) or getattr(exc, "err_code", None) in NOT_YET
 
 
 def describe(exc: BaseException) -> str:

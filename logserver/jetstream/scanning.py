@@ -102,14 +102,17 @@ class EventScanner:
         """The first sequence stored at or after `moment`, else the end of the stream.
 
         A replica that lags holds none of the latest events, so "none at or after" is asked of
-        the leader again before it is believed; the end is read first, so an event appended
-        meanwhile is after it, not skipped.
+        the leader again before it is believed; the end is read before that question, so an
+        event appended meanwhile is after it, not skipped.
         """
-        end = int((await self._streams.state(record))["last_seq"]) + 1
         js_stream = record.names.js_stream
         with cluster_errors(f"reading stream {record.name!r}"):
             found = await self._reader.batch_from_time(js_stream, moment, 1)
-            first = found[0] if found else await self._reader.leader_from_time(js_stream, moment)
+        if found:
+            return found[0].sequence
+        end = int((await self._streams.state(record))["last_seq"]) + 1
+        with cluster_errors(f"reading stream {record.name!r}"):
+            first = await self._reader.leader_from_time(js_stream, moment)
         return first.sequence if first is not None else end
 
 

@@ -143,9 +143,17 @@ class NatsNode:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def jsz(self, query: str = "") -> dict[str, Any]:
-        """The node's /jsz (JetStream state); `query` such as "?streams=true" for more."""
-        return http_json(f"{self.monitor_url}/jsz{query}", context=self.monitor_tls)
+    def jsz(self) -> dict[str, Any]:
+        return http_json(f"{self.monitor_url}/jsz", context=self.monitor_tls)
+
+    def hosted_streams(self) -> list[dict[str, Any]]:
+        """The streams in this node's own store, as /jsz?streams=true details each."""
+        details = http_json(f"{self.monitor_url}/jsz?streams=true", context=self.monitor_tls)
+        return [
+            info
+            for account in details.get("account_details", [])
+            for info in account.get("stream_detail", [])
+        ]
 
 
 @dataclass
@@ -247,11 +255,9 @@ class NatsCluster:
         for node in self.nodes:
             if not node.running:
                 continue
-            details = http_json(f"{node.monitor_url}/jsz?streams=true")
-            for account in details.get("account_details", []):
-                for info in account.get("stream_detail", []):
-                    if info["name"] == stream and info.get("cluster", {}).get("leader"):
-                        return str(info["cluster"]["leader"])
+            for info in node.hosted_streams():
+                if info["name"] == stream and info.get("cluster", {}).get("leader"):
+                    return str(info["cluster"]["leader"])
         raise LookupError(f"no leader known for stream {stream}")
 
     def kill(self, name: str) -> None:
@@ -301,8 +307,7 @@ class NatsCluster:
                 info["name"]
                 for node in self.nodes
                 if node.running
-                for account in node.jsz("?streams=true").get("account_details", [])
-                for info in account.get("stream_detail", [])
+                for info in node.hosted_streams()
                 if info["name"].startswith(prefix)
             ]
             if not left:

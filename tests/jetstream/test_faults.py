@@ -23,7 +23,7 @@ from logserver.engine import Bound, EngineUnavailable, HistoryQuery
 from logserver.jetstream import JetStreamEngine, JetStreamSettings
 from logserver.jetstream.names import StreamNames
 
-from .cluster import NatsCluster, http_json
+from .cluster import NatsCluster
 
 pytestmark = pytest.mark.jetstream
 
@@ -54,12 +54,10 @@ async def append_until(
 
 def node_state(cluster: NatsCluster, node: str, js_stream: str) -> tuple[int, int, int, int]:
     """(messages, bytes, first, last sequence) of the stream in one node's own store."""
-    details = http_json(f"{cluster.node(node).monitor_url}/jsz?streams=true")
-    for account in details.get("account_details", []):
-        for info in account.get("stream_detail", []):
-            if info["name"] == js_stream:
-                state = info["state"]
-                return (state["messages"], state["bytes"], state["first_seq"], state["last_seq"])
+    for info in cluster.node(node).hosted_streams():
+        if info["name"] == js_stream:
+            state = info["state"]
+            return (state["messages"], state["bytes"], state["first_seq"], state["last_seq"])
     return (0, 0, 0, 0)
 
 
