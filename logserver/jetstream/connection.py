@@ -70,7 +70,7 @@ class Cluster:
             tls = tls_context(settings.access)
         except OSError as exc:  # a certificate or key that does not parse, or do not fit
             raise NatsLoginRefused(f"--nats-tls-*: {exc}") from None
-        await check_servers(settings.monitor_urls, settings.replicas, tls)
+        await check_servers(settings.monitor_urls, tls)
         connection = await _connect(settings, servers, connect_options(settings.access, tls, login), redactor)
         js = connection.jetstream(timeout=PUBLISH_ATTEMPT_SECONDS * 2)
         try:

@@ -4,9 +4,9 @@ Read from each node's HTTP monitoring endpoint (`/varz`): the version (2.12 or l
 batches, and the replica-divergence fixes of nats-server #4365 and #4777), JetStream enabled,
 and `sync_always` (the `sync_interval: always` setting: fsync before every acknowledgement;
 the default syncs every 2 minutes, and Jepsen lost acknowledged writes of 2.12.1 that way).
-`sync_interval` is a per-server setting, so every node is checked, not just one. And the cluster
-must have a node for every replica asked for (`--nats-replicas`): JetStream would otherwise
-refuse every stream's creation ("no suitable peers for placement") long after the start.
+`sync_interval` is a per-server setting, so every node is checked, not just one. The number of
+nodes is not checked: /varz's `cluster_size` counts the peers a node knows of, which is fewer
+while some are down or not yet met, so it would refuse a healthy start.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3])
 
 
-def check_varz(url: str, varz: dict[str, Any], replicas: int = 1) -> None:
+def check_varz(url: str, varz: dict[str, Any]) -> None:
     """Raise NatsServerRefused naming what is wrong with one node's /varz."""
     version = str(varz.get("version", ""))
     if parse_version(version) < MINIMUM_VERSION:
@@ -53,17 +53,9 @@ def check_varz(url: str, varz: dict[str, Any], replicas: int = 1) -> None:
             f"nats-server at {url} does not fsync every write: set `sync_interval: always` in its "
             "jetstream block (acknowledged appends could be lost in a power failure otherwise)"
         )
-    size = (jetstream.get("meta") or {}).get("cluster_size")
-    if size is None and not (varz.get("cluster") or {}).get("name"):
-        size = 1  # not clustered (a clustered node that has not joined yet leaves it to the others)
-    if size is not None and replicas > size:
-        raise NatsServerRefused(
-            f"--nats-replicas is {replicas}, but the JetStream cluster of nats-server at {url} has "
-            f"{size} node{'s' if size > 1 else ''}: each replica of a stream needs a node of its own"
-        )
 
 
-async def check_servers(monitor_urls: list[str], replicas: int, tls: ssl.SSLContext | None = None) -> None:
+async def check_servers(monitor_urls: list[str], tls: ssl.SSLContext | None = None) -> None:
     """Check every node's /varz; NatsServerRefused or EngineUnavailable (unreachable) otherwise.
 
     An `https://` monitoring URL is verified with `tls` (the --nats-tls-* context) when given.
@@ -88,4 +80,4 @@ async def check_servers(monitor_urls: list[str], replicas: int, tls: ssl.SSLCont
                 ) from None
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise EngineUnavailable(f"NATS monitoring endpoint {url} unreachable: {exc}") from exc
-            check_varz(url, varz, replicas)
+            check_varz(url, varz)

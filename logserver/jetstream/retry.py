@@ -18,8 +18,8 @@ RETRY_PAUSE_SECONDS = 0.25
 # What a stream or bucket answers while it has no leader (just created, or electing one).
 LEADERLESS = (NoStreamResponseError, NoRespondersError, ServiceUnavailableError, NatsTimeout, TimeoutError)
 # JetStream API errors that mean "not now" rather than "no". 10005, "no suitable peers for
-# placement": what a cluster still forming answers a replicated stream's creation (more
-# replicas than nodes would answer it too; the start-up check refuses those settings).
+# placement": what a cluster still forming answers a replicated stream's creation (and one
+# asked for more replicas than it has nodes, until an operator fixes --nats-replicas).
 NOT_YET = frozenset({10005})
 
 T = TypeVar("T")

@@ -348,7 +348,7 @@ async def test_a_placement_refusal_is_asked_again_then_unavailable_naming_why(
     """JetStream answers a replicated stream's creation with error 10005, "no suitable peers for
     placement", while a cluster is still forming: creation asks again until its deadline, then is
     unavailable with JetStream's own reason (not a bare `BadRequestError()`). A real 10005 on
-    cue: five replicas asked of three nodes (which the start-up check refuses for the engine)."""
+    cue: five replicas asked of three nodes."""
     connection = await nats.connect(servers=nats_cluster.urls)
     try:
         js = connection.jetstream(timeout=5)

@@ -48,20 +48,6 @@ async def test_the_cluster_under_test_passes(nats_cluster: NatsCluster) -> None:
         await engine.close()
 
 
-async def test_more_replicas_than_nodes_are_refused(nats_cluster: NatsCluster, tmp_path: Path) -> None:
-    too_many = JetStreamSettings(
-        nats_cluster.urls, nats_cluster.monitor_urls, replicas=len(nats_cluster.nodes) + 1
-    )
-    with pytest.raises(NatsServerRefused, match=r"--nats-replicas is 4, but .* has 3 nodes"):
-        await JetStreamEngine.open(too_many)
-    single = NatsCluster(tmp_path, size=1).start()
-    try:
-        with pytest.raises(NatsServerRefused, match=r"has 1 node:"):
-            await JetStreamEngine.open(JetStreamSettings(single.urls, single.monitor_urls))  # replicas 3
-    finally:
-        single.stop()
-
-
 async def test_no_monitoring_url_is_refused(nats_cluster: NatsCluster) -> None:
     with pytest.raises(NatsServerRefused, match="monitoring"):
         await JetStreamEngine.open(JetStreamSettings(servers=nats_cluster.urls, monitor_urls=[]))
@@ -81,13 +67,6 @@ def test_old_servers_and_servers_without_jetstream_are_refused() -> None:
     with pytest.raises(NatsServerRefused, match="JetStream enabled"):
         check_varz("u", {"version": "2.15.1", "jetstream": {}})
     assert parse_version("2.12.0-RC.3") == (2, 12, 0)
-
-
-def test_a_node_still_joining_its_cluster_does_not_count_as_a_single_server() -> None:
-    joining = {"version": "2.15.1", "jetstream": {"config": {"sync_always": True}}, "cluster": {"name": "c"}}
-    check_varz("u", joining, replicas=3)  # no meta group yet: the other nodes tell the size
-    with pytest.raises(NatsServerRefused, match="has 1 node:"):
-        check_varz("u", {**joining, "cluster": {}}, replicas=3)
 
 
 def test_serve_refuses_fsync_settings_the_cluster_decides() -> None:
