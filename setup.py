@@ -18,7 +18,7 @@ from setuptools import setup
 # the shared library's directory, which is wrong once that library lives inside the package),
 # config.py (argparse types), cli.py, server.py and auth.py's file watching
 # gain nothing on the request path; the engine's offline tools run once.
-INTERPRETED = ("maintenance.py", "__init__.py")
+INTERPRETED = ("maintenance.py", "backup.py", "__init__.py")
 COMPILED = [
     *sorted(str(p) for p in Path("logserver/filestore").glob("*.py") if p.name not in INTERPRETED),
     "logserver/engine.py",

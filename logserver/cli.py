@@ -25,7 +25,8 @@ from logserver.auth import (
 )
 from logserver.config import SERVE_OPTIONS, Option, ServerConfig, env_defaults, from_namespace
 from logserver.engine import EngineError
-from logserver.filestore.maintenance import backup, check_data_dir
+from logserver.filestore.backup import backup
+from logserver.filestore.maintenance import check_data_dir
 from logserver.filestore.store import lock_data_dir
 from logserver.server import serve
 

@@ -14,7 +14,7 @@ one job, in the manner of Kafka's log layer:
     segment.py     Segment: one file and its offsets; SealedSegmentFiles bounds open maps
     scan.py        verifying a segment's bytes record by record (recovery, check)
     record.py      the record format; segment_index.py the persisted index of a sealed segment
-    maintenance.py `logserver check [--repair]` and `logserver backup`
+    maintenance.py `logserver check [--repair]`; backup.py `logserver backup`
 """
 
 from .config import FsyncPolicy, StorageConfig

@@ -1,4 +1,4 @@
-"""Offline tools over a data directory: verify/repair (`logserver check`) and consistent backup.
+"""Offline verify and repair of a data directory (`logserver check [--repair]`).
 
 `check` reads every file of every stream: each record of each segment against the
 manifest (start-up only reads indexes and the active segment's tail), each persisted
@@ -7,11 +7,6 @@ passes its checksum with its sequence (each intact run becomes a segment of its 
 lost sequences become a gap the manifest records, never reused), rebuilds meta.json from
 the records and the consumer positions from what passes its checksum, and never destroys
 bytes: every file it replaces is moved as found under `<stream>/quarantine/`.
-
-`backup` copies while a server may be appending. Segments are append-only, so
-a copy taken after an append finished holds it; the consumer checkpoint is
-copied *before* the segments, so it never points past the copied data
-(DURABILITY.md rule 5); a torn last record in the copy is cut by recovery.
 """
 
 from __future__ import annotations
@@ -25,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from .atomic_file import fsync_directory, fsync_file, replace_atomically
+from .atomic_file import fsync_directory, replace_atomically
 from .checkpoint import ACK_LOG_FILE, CHECKPOINT_FILE, CheckpointDamaged, ConsumerCheckpoint
 from .event_id import parse_event_id
 from .manifest import MANIFEST_FILE, Manifest, SegmentEntry
@@ -366,59 +361,3 @@ def _rebuild_checkpoint(directory: Path, quarantine: Path, report: StreamReport)
 
 def check_data_dir(data_dir: Path, repair: bool = False) -> list[StreamReport]:
     return [check_stream(d, repair) for d in stream_directories(data_dir)]
-
-
-def backup(data_dir: Path, destination: Path) -> int:
-    """Copy `data_dir` to `destination` (which must not exist); returns bytes copied."""
-    if destination.exists():
-        raise FileExistsError(f"{destination} already exists")
-    copied = 0
-    destination.mkdir(parents=True)
-    for entry in sorted(data_dir.iterdir()):
-        if entry.is_file() and not entry.name.startswith("."):
-            shutil.copy2(entry, destination / entry.name)  # users file and the like
-    for directory in stream_directories(data_dir):
-        target = destination / "streams" / directory.name
-        target.mkdir(parents=True)
-        # Order matters: metadata and checkpoint first (its ack log before its snapshot, which a
-        # compaction in between makes cover the log), then indexes, then segments oldest first.
-        # The segments are listed before the manifest is copied, so the manifest names every
-        # listed one (a roll meanwhile adds an empty one to recreate) and each sealed one is
-        # complete when copied; segments retention deleted meanwhile leave its list (below).
-        segments = [p.name for _, p in segment_paths(directory)]
-        names = [METADATA_FILE, ACK_LOG_FILE, CHECKPOINT_FILE, MANIFEST_FILE]
-        names += [p.name for p in sorted(directory.glob(f"*{INDEX_SUFFIX}"))]
-        names += segments
-        for name in names:
-            try:
-                shutil.copy2(directory / name, target / name)
-            except FileNotFoundError:
-                continue  # no checkpoint yet, or a file removed while we copied
-            copied += (target / name).stat().st_size
-        _forget_segments_retention_deleted(target)
-        _fsync_tree(target)
-    _fsync_tree(destination)
-    if (destination / "streams").exists():
-        fsync_directory(destination / "streams")
-    return copied
-
-
-def _forget_segments_retention_deleted(copy: Path) -> None:
-    """Drop the copied manifest's first entries whose files retention deleted during the copy."""
-    try:
-        manifest = Manifest.load(copy)
-    except (OSError, ValueError):
-        return  # damaged at the source too: the copy reports it as the source would
-    if manifest is None:
-        return
-    entries = manifest.segments
-    while len(entries) > 1 and not (copy / segment_file_name(entries[0].base)).exists():
-        del entries[0]
-    manifest.save(copy)
-
-
-def _fsync_tree(directory: Path) -> None:
-    for entry in directory.iterdir():
-        if entry.is_file():
-            fsync_file(entry)
-    fsync_directory(directory)

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from logserver.filestore import FileStore, StorageConfig
-from logserver.filestore.maintenance import QUARANTINE_DIR, backup, check_data_dir
+from logserver.filestore.backup import backup
+from logserver.filestore.maintenance import QUARANTINE_DIR, check_data_dir
 
 Reader = Callable[..., Awaitable[list[dict[str, Any]]]]
 STREAM = "orders"
