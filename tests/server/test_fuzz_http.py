@@ -84,6 +84,9 @@ class Answer:
     status: int
     headers: dict[bytes, bytes]
     body: bytes
+    # Answers to requests the server found in the bytes after the first one: a CONNECT's body,
+    # or a header value holding CRLF CRLF, ends the first request early and starts another.
+    further: list[Answer] = field(default_factory=list)
 
 
 def send(port: int, request: RawRequest) -> Answer:
@@ -100,18 +103,31 @@ def send(port: int, request: RawRequest) -> Answer:
             if not chunk:
                 break
             received += chunk
-    head, separator, body = bytes(received).partition(b"\r\n\r\n")
-    assert separator, f"no complete HTTP response: {bytes(received[:200])!r}"
-    status_line, *header_lines = head.split(b"\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    if b"content-length" in headers and (request.method != b"HEAD" or body):
-        # A HEAD answer announces the length it leaves out; the parser's error answer to a
-        # malformed request can't know it was a HEAD and carries its body.
-        assert len(body) == int(headers[b"content-length"]), "body shorter than its Content-Length"
-    return Answer(int(status_line.split()[1]), headers, body)
+    first, *further = parse_answers(bytes(received), request.method == b"HEAD")
+    first.further = further
+    return first
+
+
+def parse_answers(received: bytes, head_request: bool) -> list[Answer]:
+    """Every response in what the server sent, each required to be complete."""
+    answers = []
+    rest = received
+    while rest or not answers:
+        head, separator, rest = rest.partition(b"\r\n\r\n")
+        assert separator, f"no complete HTTP response: {head[:200]!r}"
+        status_line, *header_lines = head.split(b"\r\n")
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get(b"content-length", len(rest)))
+        if head_request and not answers and not rest.startswith((b'"', b"{", b"[")):
+            length = 0  # a HEAD answer announces the length it leaves out
+        # The parser's error answer to a malformed HEAD can't know it was a HEAD and carries its body.
+        body, rest = rest[:length], rest[length:]
+        assert len(body) == length, "body shorter than its Content-Length"
+        answers.append(Answer(int(status_line.split()[1]), headers, body))
+    return answers
 
 
 # ---- strategies -------------------------------------------------------------------------------
@@ -476,6 +492,9 @@ class Findings:
 
 def check_answer(request: RawRequest, answer: Answer, findings: Findings) -> None:
     findings.cases += 1
+    for further in answer.further:
+        assert further.status < 500, (request, further)
+        assert further.headers.get(b"content-type") == JSON_CONTENT_TYPE.encode(), (request, further)
     findings.statuses[answer.status] = findings.statuses.get(answer.status, 0) + 1
     assert answer.status < 500, (request, answer)
     assert answer.headers.get(b"content-type") == JSON_CONTENT_TYPE.encode(), (request, answer)
@@ -613,3 +632,20 @@ async def test_fuzz_the_v1_routes(server_factory: Callable[..., ServerProcess], 
 async def test_fuzz_the_v1_routes_long(server_factory: Callable[..., ServerProcess], tmp_path: Path) -> None:
     findings = await run_fuzzing(server_factory, tmp_path, SLOW_EXAMPLES)
     assert findings.cases >= SLOW_EXAMPLES // 2
+
+
+def test_bytes_after_a_request_the_server_ended_early_get_answers_of_their_own(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A header value holding CRLF CRLF ends the head early: the rest is answered as a request.
+
+    The slow fuzz found this shape (a CONNECT); the server is right, the fuzz's reader was not.
+    """
+    server = start_server(server_factory, tmp_path)
+    body = b'{"event":{"name":"OrderPlaced","version":1},"payload":{}}'
+    headers = ((b"Authorization", AUTH["Authorization"].encode()), (b"X-Note", b"\r\n\r\n"))
+    request = RawRequest(b"CONNECT", b"/api/v1/streams/orders/events", headers, body)
+    answer = send(server.port, request)
+    check_answer(request, answer, Findings())
+    assert answer.status < 500 and answer.further, answer
+    assert answer.further[0].status == 400, answer.further
